@@ -1,0 +1,71 @@
+"""Exception types raised by ctseg.
+
+Every error for bad input is a subclass of :class:`CtsegError`; its message says what was found, what was
+expected and how to fix it. The command-line interface prints such an error as one line and exits non-zero.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class CtsegError(Exception):
+    """Base class of every error ctseg raises for bad input or a bad state the user can fix."""
+
+
+class GeometryError(CtsegError, ValueError):
+    """A spacing, origin, direction or shape that does not describe a valid image grid."""
+
+
+class ConfigError(CtsegError, ValueError):
+    """A configuration file or option with an unknown key or an invalid value."""
+
+
+class CheckpointError(CtsegError):
+    """A model file that is missing, damaged, or does not match its description."""
+
+
+class ImageFormatError(CtsegError, ValueError):
+    """A file that is not an image ctseg can read, or an output path whose format is unknown."""
+
+
+class UnsupportedTransferSyntaxError(CtsegError):
+    """Compressed pixel data that no installed decoder can decode."""
+
+
+class SeriesReason(str, Enum):
+    """Why a DICOM series cannot be turned into a volume (or what was corrected on the way)."""
+
+    NO_DICOM = "NO_DICOM"
+    NO_SERIES = "NO_SERIES"
+    SERIES_NOT_FOUND = "SERIES_NOT_FOUND"
+    MIXED_SERIES = "MIXED_SERIES"
+    NOT_CT = "NOT_CT"
+    NOT_IMAGE = "NOT_IMAGE"
+    COLOUR_IMAGE = "COLOUR_IMAGE"
+    TOO_FEW_SLICES = "TOO_FEW_SLICES"
+    DUPLICATE_POSITION = "DUPLICATE_POSITION"
+    MISSING_SLICE = "MISSING_SLICE"
+    INCONSISTENT_SPACING = "INCONSISTENT_SPACING"
+    INCONSISTENT_ORIENTATION = "INCONSISTENT_ORIENTATION"
+    INCONSISTENT_SIZE = "INCONSISTENT_SIZE"
+    INCONSISTENT_PIXEL_SPACING = "INCONSISTENT_PIXEL_SPACING"
+    GANTRY_TILT = "GANTRY_TILT"
+    MISSING_TAG = "MISSING_TAG"
+    UNREADABLE_FILE = "UNREADABLE_FILE"
+
+
+class DicomSeriesError(CtsegError, ValueError):
+    """A DICOM series that cannot be read as one CT volume.
+
+    Parameters
+    ----------
+    reason
+        The machine-readable cause, one of :class:`SeriesReason`.
+    message
+        What was found, what was expected, and how to fix it.
+    """
+
+    def __init__(self, reason: SeriesReason, message: str) -> None:
+        super().__init__(f"[{reason.value}] {message}")
+        self.reason = reason

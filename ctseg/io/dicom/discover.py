@@ -1,0 +1,218 @@
+"""Find DICOM files in a folder tree by content and group them into series candidates.
+
+A file is DICOM when it carries the ``DICM`` magic at byte 128 (Part 10), or, failing that, when pydicom can read a
+SOP Class UID from it (old files without a preamble). File names and extensions are never used: PACS exports are
+often ``I10``, ``IM000001`` or hashes. DICOMDIR files, non-image objects (SEG, RTSTRUCT, SR, presentation states,
+...) and unreadable files are ignored and reported in :attr:`Discovery.ignored`.
+
+Images are grouped by SeriesInstanceUID; when a UID is missing or blank, by frame of reference, orientation, pixel
+spacing and matrix size, so such data still loads. Splitting a group into a stack happens in
+:mod:`ctseg.io.dicom.series`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+
+from ctseg.errors import DicomSeriesError, SeriesReason
+
+log = logging.getLogger(__name__)
+
+PREAMBLE_BYTES = 128
+MAGIC = b"DICM"
+
+DICOMDIR_SOP = "1.2.840.10008.1.3.10"
+#: SOP classes that carry images but are never CT input; the name says what was ignored.
+NON_IMAGE_SOP_NAMES = {
+    "1.2.840.10008.5.1.4.1.1.66.4": "DICOM SEG",
+    "1.2.840.10008.5.1.4.1.1.481.3": "RTSTRUCT",
+    "1.2.840.10008.5.1.4.1.1.481.2": "RTDOSE",
+    "1.2.840.10008.5.1.4.1.1.481.5": "RTPLAN",
+    "1.2.840.10008.5.1.4.1.1.11.1": "presentation state",
+    "1.2.840.10008.5.1.4.1.1.104.1": "encapsulated PDF",
+    "1.2.840.10008.5.1.4.1.1.66": "raw data",
+    "1.2.840.10008.5.1.4.1.1.66.1": "spatial registration",
+}
+SR_SOP_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
+CT_SOP = "1.2.840.10008.5.1.4.1.1.2"
+ENHANCED_CT_SOP = "1.2.840.10008.5.1.4.1.1.2.1"
+SECONDARY_CAPTURE_SOP_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
+
+#: Rounding for the fallback grouping key (orientation cosines, pixel spacing in mm).
+_KEY_DECIMALS = 4
+
+
+@dataclass(frozen=True)
+class DicomFile:
+    """One DICOM image file: its path, its header (pixel data not loaded) and where its pixel data starts."""
+
+    path: Path
+    header: Dataset
+    pixel_offset: int | None
+
+    @property
+    def sop_class(self) -> str:
+        """SOP Class UID, ``""`` when absent."""
+        return str(self.header.get("SOPClassUID", "") or "")
+
+
+@dataclass(frozen=True)
+class IgnoredFile:
+    """A file found but not used, with why."""
+
+    path: Path
+    reason: str
+
+
+@dataclass
+class SeriesGroup:
+    """The image files that belong to one series (before any geometry check)."""
+
+    key: str
+    files: list[DicomFile] = field(default_factory=list)
+    uid_missing: bool = False
+
+    @property
+    def series_uid(self) -> str:
+        """The SeriesInstanceUID, or the fallback key when the files had none."""
+        return self.key
+
+    @property
+    def first(self) -> Dataset:
+        """The header of the first file (for series-level tags)."""
+        return self.files[0].header
+
+
+@dataclass
+class Discovery:
+    """What a folder scan found: series groups and ignored files."""
+
+    root: Path
+    groups: list[SeriesGroup]
+    ignored: list[IgnoredFile]
+
+
+def _has_magic(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fp:
+            head = fp.read(PREAMBLE_BYTES + len(MAGIC))
+    except OSError:
+        return False
+    return head[PREAMBLE_BYTES:] == MAGIC
+
+
+def read_header(path: Path) -> tuple[Dataset, int | None]:
+    """Read a DICOM header without pixel data; also return the file offset of the PixelData element, if any.
+
+    Raises
+    ------
+    pydicom.errors.InvalidDicomError
+        If the file is not DICOM.
+    """
+    force = not _has_magic(path)
+    with open(path, "rb") as fp, warnings.catch_warnings():
+        # pydicom warns about recoverable header oddities (VR mismatches, bad UIDs); they are not ours to print.
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(fp, stop_before_pixels=True, force=force)
+        # pydicom stops with the file positioned at the tag of the first pixel element.
+        offset = fp.tell()
+        tag = fp.read(4)
+    pixel_offset = offset if tag in (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10") else None
+    return ds, pixel_offset
+
+
+def _non_image_reason(ds: Dataset) -> str | None:
+    sop = str(ds.get("SOPClassUID", "") or "")
+    meta = getattr(ds, "file_meta", None)
+    media_sop = str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else ""
+    if DICOMDIR_SOP in (sop, media_sop) or "DirectoryRecordSequence" in ds:
+        return "DICOMDIR (a directory index, not an image)"
+    if sop in NON_IMAGE_SOP_NAMES:
+        return f"{NON_IMAGE_SOP_NAMES[sop]} object (not an image series)"
+    if sop.startswith(SR_SOP_PREFIX):
+        return "structured report (not an image series)"
+    if "Rows" not in ds or "Columns" not in ds:
+        return f"no image in this object (SOP class {sop or 'missing'}, modality {ds.get('Modality', '?')})"
+    return None
+
+
+def _group_key(ds: Dataset) -> tuple[str, bool]:
+    uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
+    if uid:
+        return uid, False
+    # No UID: same frame of reference, orientation, pixel spacing and matrix size form one series.
+    iop = ds.get("ImageOrientationPatient")
+    iop_key = tuple(np.round(np.asarray(iop, float), _KEY_DECIMALS).tolist()) if iop else ()
+    ps = ds.get("PixelSpacing")
+    ps_key = tuple(np.round(np.asarray(ps, float), _KEY_DECIMALS).tolist()) if ps else ()
+    parts = [
+        str(ds.get("FrameOfReferenceUID", "") or ""),
+        str(iop_key),
+        str(ps_key),
+        f"{ds.get('Rows', '?')}x{ds.get('Columns', '?')}",
+    ]
+    return "nouid:" + "|".join(parts), True
+
+
+def iter_files(root: Path) -> list[Path]:
+    """Every regular file under ``root`` (or ``root`` itself), sorted for a reproducible order."""
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    out: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        out.extend(Path(dirpath) / f for f in sorted(filenames) if not f.startswith("."))
+    return out
+
+
+def discover(root: Path) -> Discovery:
+    """Scan ``root`` (a folder tree or one file) for DICOM image files and group them into series.
+
+    Parameters
+    ----------
+    root
+        A folder (searched recursively; hidden entries skipped) or a single file.
+
+    Returns
+    -------
+    Discovery
+        Groups in order of first appearance, and every file that was ignored with its reason.
+
+    Raises
+    ------
+    DicomSeriesError
+        ``NO_DICOM`` if ``root`` does not exist.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise DicomSeriesError(SeriesReason.NO_DICOM, f"{root} does not exist; pass a DICOM folder or file")
+    groups: dict[str, SeriesGroup] = {}
+    ignored: list[IgnoredFile] = []
+    for path in iter_files(root):
+        try:
+            ds, pixel_offset = read_header(path)
+        except Exception as exc:  # pydicom raises many types for non-DICOM or damaged bytes
+            ignored.append(IgnoredFile(path, f"not a readable DICOM file ({type(exc).__name__})"))
+            continue
+        reason = _non_image_reason(ds)
+        if reason is None and "SOPClassUID" not in ds and "Modality" not in ds:
+            reason = "not a DICOM file (no SOP class or modality)"
+        if reason:
+            ignored.append(IgnoredFile(path, reason))
+            continue
+        key, missing = _group_key(ds)
+        group = groups.setdefault(key, SeriesGroup(key=key, uid_missing=missing))
+        group.files.append(DicomFile(path, ds, pixel_offset))
+    for item in ignored:
+        log.info("ignored %s: %s", item.path.name, item.reason)
+    return Discovery(root=root, groups=list(groups.values()), ignored=ignored)
+

@@ -1,0 +1,179 @@
+"""Pixel data: decoding stored values and the modality LUT (rescale slope/intercept) to Hounsfield units.
+
+Uncompressed little-endian 16-bit data, the bulk of CT, is read straight from the file at the offset found while the
+header was parsed (one ``numpy.fromfile`` per slice, no second header parse); that is what keeps reading within 2x of
+the raw-bytes floor (``benchmarks/ingest.py``). Every other transfer syntax goes through pydicom and its pylibjpeg
+plugins. A syntax that no installed decoder handles raises :class:`UnsupportedTransferSyntaxError` naming the package
+that would.
+"""
+
+from __future__ import annotations
+
+import struct
+import warnings
+
+import numpy as np
+import pydicom
+from pydicom.uid import UID
+
+from ctseg.errors import DicomSeriesError, SeriesReason, UnsupportedTransferSyntaxError
+from ctseg.io.dicom.discover import DicomFile
+
+IMPLICIT_LE = "1.2.840.10008.1.2"
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+_LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"SQ", b"UC", b"UR", b"UT"}
+INT16_MIN, INT16_MAX = -32768, 32767
+
+#: Transfer-syntax UID prefix -> the package(s) that decode it, for the error message.
+DECODER_PACKAGES = {
+    "1.2.840.10008.1.2.4.50": "pylibjpeg-libjpeg or python-gdcm",
+    "1.2.840.10008.1.2.4.51": "pylibjpeg-libjpeg or python-gdcm",
+    "1.2.840.10008.1.2.4.53": "python-gdcm",
+    "1.2.840.10008.1.2.4.55": "python-gdcm",
+    "1.2.840.10008.1.2.4.57": "pylibjpeg-libjpeg or python-gdcm",
+    "1.2.840.10008.1.2.4.70": "pylibjpeg-libjpeg or python-gdcm",
+    "1.2.840.10008.1.2.4.80": "pylibjpeg-libjpeg or python-gdcm",
+    "1.2.840.10008.1.2.4.81": "pylibjpeg-libjpeg or python-gdcm",
+    "1.2.840.10008.1.2.4.90": "pylibjpeg-openjpeg or python-gdcm",
+    "1.2.840.10008.1.2.4.91": "pylibjpeg-openjpeg or python-gdcm",
+    "1.2.840.10008.1.2.5": "pylibjpeg-rle or python-gdcm",
+}
+
+
+def transfer_syntax(f: DicomFile) -> str:
+    """The file's Transfer Syntax UID ("" when the file has no meta header: implicit little endian is assumed)."""
+    meta = getattr(f.header, "file_meta", None)
+    return str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+
+
+def _fast_path_dtype(f: DicomFile) -> np.dtype | None:
+    ds = f.header
+    if transfer_syntax(f) not in (IMPLICIT_LE, EXPLICIT_LE, "") or f.pixel_offset is None:
+        return None
+    if ds.get("BitsAllocated") != 16 or ds.get("SamplesPerPixel", 1) != 1 or int(ds.get("NumberOfFrames", 1) or 1) != 1:
+        return None
+    return np.dtype("<i2") if ds.get("PixelRepresentation", 0) == 1 else np.dtype("<u2")
+
+
+def _read_native(f: DicomFile, dtype: np.dtype) -> np.ndarray | None:
+    rows, cols = int(f.header.Rows), int(f.header.Columns)
+    assert f.pixel_offset is not None  # guaranteed by _fast_path_dtype
+    with open(f.path, "rb") as fp:
+        fp.seek(f.pixel_offset)
+        head = fp.read(8)
+        if len(head) < 8:
+            return None
+        vr = head[4:6]
+        if transfer_syntax(f) == EXPLICIT_LE and vr in _LONG_VRS:
+            length = struct.unpack("<I", fp.read(4))[0]
+        elif transfer_syntax(f) == EXPLICIT_LE:
+            length = struct.unpack("<H", head[6:8])[0]
+        else:
+            length = struct.unpack("<I", head[4:8])[0]
+        count = rows * cols
+        if length == 0xFFFFFFFF or length < count * 2:
+            return None
+        data = np.fromfile(fp, dtype=dtype, count=count)
+    if data.size != count:
+        raise DicomSeriesError(
+            SeriesReason.UNREADABLE_FILE,
+            f"{f.path.name} is truncated: pixel data has {data.size} of {count} values; re-export or remove the file",
+        )
+    bits_stored = int(f.header.get("BitsStored", 16))
+    if dtype.kind == "i" and bits_stored < 16:
+        # Sign-extend from BitsStored, as the standard defines for signed data with unused high bits.
+        shift = 16 - bits_stored
+        data = (data << shift) >> shift
+    return data.reshape(1, rows, cols)
+
+
+def read_stored_frames(f: DicomFile) -> np.ndarray:
+    """Decode the stored pixel values of a file, before the modality LUT.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(F, R, C)`` integer (or float for float pixel data) array, one entry per frame.
+
+    Raises
+    ------
+    UnsupportedTransferSyntaxError
+        If the pixel data is compressed in a syntax no installed decoder handles.
+    DicomSeriesError
+        ``UNREADABLE_FILE`` if the file is truncated or its pixel data is damaged.
+    """
+    dtype = _fast_path_dtype(f)
+    if dtype is not None:
+        native = _read_native(f, dtype)
+        if native is not None:
+            return native
+    ts = transfer_syntax(f)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # recoverable header oddities; the decode result is what matters
+            ds = pydicom.dcmread(f.path, force=True)
+            arr = ds.pixel_array
+    except NotImplementedError as exc:
+        name = UID(ts).name if ts else "unknown"
+        package = DECODER_PACKAGES.get(ts, "python-gdcm")
+        raise UnsupportedTransferSyntaxError(
+            f"{f.path.name}: no installed decoder handles transfer syntax {name} ({ts}); "
+            f"install {package} (e.g. pip install {package.split(' or ')[-1]}) or convert the files to "
+            "uncompressed DICOM"
+        ) from exc
+    except Exception as exc:  # damaged or truncated pixel data: pydicom raises ValueError, EOFError, ...
+        raise DicomSeriesError(
+            SeriesReason.UNREADABLE_FILE,
+            f"{f.path.name}: pixel data cannot be decoded ({type(exc).__name__}: {exc}); re-export or remove the file",
+        ) from exc
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3:
+        raise DicomSeriesError(
+            SeriesReason.COLOUR_IMAGE,
+            f"{f.path.name} decodes to shape {arr.shape}; expected greyscale frames. Colour images are not CT input",
+        )
+    return arr
+
+
+def rescale_to_hu(stored: np.ndarray, slopes: np.ndarray, intercepts: np.ndarray) -> np.ndarray:
+    """Apply per-slice rescale slope/intercept: ``HU = stored * slope + intercept``.
+
+    Parameters
+    ----------
+    stored
+        ``(N, R, C)`` stored values, integer or float.
+    slopes, intercepts
+        ``(N,)`` per-slice modality LUT.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, R, C)`` HU: int16 when every slope is 1, every intercept an integer and the result fits int16
+        (exact and half the memory); float32 otherwise.
+
+    Examples
+    --------
+    >>> rescale_to_hu(np.array([[[0, 1024]]], np.uint16), np.array([1.0]), np.array([-1024.0])).tolist()
+    [[[-1024, 0]]]
+    >>> rescale_to_hu(np.array([[[10]]], np.int16), np.array([0.5]), np.array([-1.0])).dtype
+    dtype('float32')
+    """
+    slopes = np.asarray(slopes, dtype=np.float64)
+    intercepts = np.asarray(intercepts, dtype=np.float64)
+    integer_lut = bool(np.all(slopes == 1.0) and np.all(intercepts == np.round(intercepts)))
+    if integer_lut and stored.dtype.kind in "iu" and stored.size:
+        lo, hi = int(stored.min()), int(stored.max())
+        if lo + intercepts.min() >= INT16_MIN and hi + intercepts.max() <= INT16_MAX and hi <= INT16_MAX:
+            out = stored.astype(np.int16, copy=stored.dtype != np.int16)
+            if np.any(intercepts != 0):
+                shift = intercepts.astype(np.int16)
+                if np.all(shift == shift[0]):
+                    out += shift[0]
+                else:
+                    out += shift[:, None, None]
+            return out
+    out32 = stored.astype(np.float32)
+    out32 *= slopes.astype(np.float32)[:, None, None]
+    out32 += intercepts.astype(np.float32)[:, None, None]
+    return out32
