@@ -15,7 +15,7 @@ Examples
 --------
 >>> import numpy as np
 >>> g = Geometry(shape=(2, 3, 4), spacing_mm=(2.5, 0.7, 0.7))
->>> g.index_to_world(np.array([[1, 0, 0]]))  # one slice up: +2.5 mm in LPS z
+>>> g.index_to_world(np.array([[1, 0, 0]]))  # one slice up: +2.5 mm in LPS z (the default is axial)
 array([[0. , 0. , 2.5]])
 >>> Volume(np.zeros((2, 3, 4), np.int16), g).geometry.shape
 (2, 3, 4)
@@ -34,7 +34,8 @@ from ctseg.errors import GeometryError
 #: Tolerance on ``direction.T @ direction == I``; DICOM stores cosines with ~6 significant digits.
 ORTHONORMAL_TOL = 1e-4
 
-IDENTITY3: tuple[tuple[float, float, float], ...] = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+#: The standard axial direction: array z -> LPS +z (S), y -> +y (P), x -> +x (L). (Symmetric: rows == columns.)
+AXIAL: tuple[tuple[float, float, float], ...] = ((0.0, 0.0, 1.0), (0.0, 1.0, 0.0), (1.0, 0.0, 0.0))
 
 
 def _as_triple(values: Sequence[float], name: str) -> tuple[float, float, float]:
@@ -58,7 +59,7 @@ class Geometry:
         LPS position of voxel ``(0, 0, 0)``'s centre, in mm.
     direction
         3x3 matrix whose column ``a`` is the LPS unit vector of array axis ``a``. Must be orthonormal
-        (a flip, i.e. determinant -1, is allowed).
+        (a flip, i.e. determinant -1, is allowed). Default: :data:`AXIAL`.
 
     Raises
     ------
@@ -69,7 +70,7 @@ class Geometry:
     shape: tuple[int, int, int]
     spacing_mm: tuple[float, float, float] = (1.0, 1.0, 1.0)
     origin_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    direction: tuple[tuple[float, float, float], ...] = field(default=IDENTITY3)
+    direction: tuple[tuple[float, float, float], ...] = field(default=AXIAL)
 
     def __post_init__(self) -> None:
         shape = tuple(int(s) for s in self.shape)

@@ -15,7 +15,7 @@ import pydicom
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-from ctseg.volume import Geometry, Volume
+from ctseg.volume import AXIAL, Geometry, Volume
 
 #: HU per mm along LPS x, y, z.
 GRADIENT = np.array([6.0, -4.0, 9.0])
@@ -47,7 +47,7 @@ def oracle_hu(points_lps: np.ndarray) -> np.ndarray:
 def make_volume(
     shape: tuple[int, int, int] = (8, 16, 16),
     spacing: tuple[float, float, float] = (2.5, 0.7, 0.7),
-    direction: Sequence[Sequence[float]] = ((1, 0, 0), (0, 1, 0), (0, 0, 1)),
+    direction: Sequence[Sequence[float]] = AXIAL,
     origin: tuple[float, float, float] = (-5.0, -6.0, -3.0),
     *,
     oracle: bool = True,

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ctseg.io.images import IMAGE_SUFFIXES, read_image, write_image
 from ctseg.io.atomic import full_suffix
 from ctseg.volume import Volume
 
-__all__ = ["read_volume", "read_image", "write_image", "is_image_file"]
+if TYPE_CHECKING:
+    from ctseg.io.dicom import ReadOptions
+
+__all__ = ["convert_to_file", "is_image_file", "read_image", "read_volume", "write_image"]
 
 
 def is_image_file(path: Path) -> bool:
@@ -16,7 +20,7 @@ def is_image_file(path: Path) -> bool:
     return Path(path).is_file() and full_suffix(Path(path)) in IMAGE_SUFFIXES
 
 
-def read_volume(path: Path, *, series_uid: str | None = None) -> Volume:
+def read_volume(path: Path, *, series_uid: str | None = None, options: "ReadOptions | None" = None) -> Volume:
     """Read a CT from an image file (NIfTI/NRRD/MHA) or a DICOM folder tree/file into a :class:`Volume`.
 
     Raises
@@ -24,9 +28,21 @@ def read_volume(path: Path, *, series_uid: str | None = None) -> Volume:
     DicomSeriesError, ImageFormatError, UnsupportedTransferSyntaxError
         For input that cannot be read; the message says why and how to fix it.
     """
-    from ctseg.io.dicom import read_dicom_series
+    from ctseg.io.dicom import ReadOptions, read_dicom_series
 
     path = Path(path)
     if is_image_file(path):
         return read_image(path)
-    return read_dicom_series(path, series_uid=series_uid)
+    return read_dicom_series(path, series_uid=series_uid, options=options or ReadOptions())
+
+
+def convert_to_file(
+    input_path: Path, output: Path, *, series_uid: str | None = None, options: "ReadOptions | None" = None
+) -> Volume:
+    """Read ``input_path`` (DICOM folder or image file) and write its HU volume to ``output`` (format by suffix).
+
+    Returns the volume that was written.
+    """
+    volume = read_volume(input_path, series_uid=series_uid, options=options)
+    write_image(volume, output)
+    return volume

@@ -153,11 +153,15 @@ class SeriesPlan:
         """Output shape ``(Z, Y, X)`` before any tilt FOV extension, ``None`` when unusable."""
         if not self.usable or self.positions_mm is None:
             return None
-        n = len(self.slices)
-        if self.needs_resampling:
+        n, rows, cols = len(self.slices), self.slices[0].rows, self.slices[0].cols
+        if self.needs_resampling and self.offsets_mm is not None:
             extent = float(self.positions_mm[-1] - self.positions_mm[0])
             n = int(np.floor(extent / self.step_mm + 1e-6)) + 1
-        return (n, self.slices[0].rows, self.slices[0].cols)
+            # A sheared stack's field of view grows so that every slice fits.
+            drift = np.ptp(self.offsets_mm, axis=0) / np.array(self.pixel_spacing_mm)
+            rows += int(np.ceil(drift[0] - 1e-6))
+            cols += int(np.ceil(drift[1] - 1e-6))
+        return (n, rows, cols)
 
     @property
     def spacing_mm(self) -> tuple[float, float, float] | None:
@@ -285,7 +289,14 @@ def _select_slices(plan: SeriesPlan, candidates: list[SliceRef]) -> list[SliceRe
         else:
             kept.append(s)
     if not kept:
-        _fail(plan, SeriesReason.NOT_IMAGE, "holds only localizers or secondary captures, no CT stack")
+        if all(s.secondary for s in candidates):
+            _fail(
+                plan, SeriesReason.COLOUR_IMAGE,
+                f"holds only secondary-capture / colour images ({len(candidates)}), e.g. screenshots; expected CT "
+                "slices. Export the original CT series",
+            )
+        else:
+            _fail(plan, SeriesReason.NOT_IMAGE, "holds only localizer/scout images; expected a CT stack")
         return None
     missing = [
         tag
@@ -336,6 +347,12 @@ def _check_stack(plan: SeriesPlan, slices: list[SliceRef], options: ReadOptions)
     order = np.argsort(t, kind="stable")
     plan.slices = [slices[i] for i in order]
     pos, t = pos[order], t[order]
+    if len(t) == 1:
+        # One slice: the slice thickness is the only spacing there is.
+        ds = plan.slices[0].file.header
+        plan.positions_mm, plan.offsets_mm = t, np.zeros((1, 2))
+        plan.step_mm = float(ds.get("SpacingBetweenSlices") or ds.get("SliceThickness") or 1.0)
+        return
     steps = np.diff(t)
     dup = np.flatnonzero(steps < DUPLICATE_TOL_MM)
     if dup.size:

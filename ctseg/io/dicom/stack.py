@@ -65,10 +65,9 @@ def _resample_onto_orthogonal(plan: SeriesPlan, hu: np.ndarray, fill_hu: float) 
     dy, dx = plan.pixel_spacing_mm
     off = plan.offsets_mm  # (N, 2): drift along the column cosine (rows) and row cosine (columns)
     lo = off.min(axis=0)
-    hi = off.max(axis=0)
-    rows = hu.shape[1] + int(np.ceil((hi[0] - lo[0]) / dy - 1e-6))
-    cols = hu.shape[2] + int(np.ceil((hi[1] - lo[1]) / dx - 1e-6))
-    n_out = int(np.floor(t[-1] / plan.step_mm + 1e-6)) + 1
+    shape = plan.shape
+    assert shape is not None
+    n_out, rows, cols = shape
     out = np.empty((n_out, rows, cols), dtype=np.float32)
     sampled: dict[int, np.ndarray] = {}
 

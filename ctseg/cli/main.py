@@ -1,0 +1,199 @@
+"""The ``ctseg`` command: one click group; each command parses options and calls one library function.
+
+A :class:`~ctseg.errors.CtsegError` (bad input the user can fix) becomes a one-line message and exit code 1, never a
+traceback; any other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import click
+
+from ctseg import __version__
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _user_errors(func: F) -> F:
+    """Turn ctseg's input errors into click errors (one line, exit 1)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from ctseg.errors import CtsegError
+
+        try:
+            return func(*args, **kwargs)
+        except CtsegError as exc:
+            raise click.ClickException(str(exc)) from None
+        except MemoryError:
+            raise click.ClickException("out of memory; try a machine with more RAM or a smaller input") from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _read_options(allow_gaps: bool, no_tilt_correction: bool, allow_non_ct: bool, keep_padding: bool) -> Any:
+    from ctseg.io.dicom import ReadOptions
+
+    return ReadOptions(
+        correct_tilt=not no_tilt_correction, allow_gaps=allow_gaps, allow_non_ct=allow_non_ct,
+        padding_hu=None if keep_padding else ReadOptions().padding_hu,
+    )
+
+
+def _dicom_options(func: F) -> F:
+    for decorator in reversed(
+        [
+            click.option("--series", "series_uid", metavar="UID", help="Read this SeriesInstanceUID instead of the "
+                         "one the selection rule picks (see `ctseg inspect`)."),
+            click.option("--allow-gaps", is_flag=True, help="Resample across missing slices instead of refusing."),
+            click.option("--no-tilt-correction", is_flag=True, help="Refuse gantry-tilted series instead of "
+                         "resampling them onto an orthogonal grid."),
+            click.option("--allow-non-ct", is_flag=True, help="Read series whose Modality is not CT."),
+            click.option("--keep-padding", is_flag=True, help="Keep PixelPaddingValue voxels as stored (e.g. -3024) "
+                         "instead of setting them to air (-1024 HU)."),
+        ]
+    ):
+        func = decorator(func)
+    return func
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="ctseg")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def cli(verbose: int) -> None:
+    """ctseg: CT segmentation from DICOM to a reviewed mask.
+
+    \b
+    Examples:
+      ctseg inspect /data/study1            # what series are there, which would be used
+      ctseg convert /data/study1 ct.nii.gz  # DICOM folder -> HU volume
+    """
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # pydicom logs recoverable header oddities of every file; they drown the user's own messages.
+    logging.getLogger("pydicom").setLevel(logging.DEBUG if verbose >= 2 else logging.ERROR)
+
+
+def _plan_dict(plan: Any, chosen: bool) -> dict[str, Any]:
+    return {
+        "series_uid": plan.series_uid,
+        "label": plan.label,
+        "modality": plan.modality,
+        "description": plan.description,
+        "files": plan.n_files,
+        "slices": len(plan.slices),
+        "shape_zyx": list(plan.shape) if plan.shape else None,
+        "spacing_zyx_mm": [round(v, 4) for v in plan.spacing_mm] if plan.spacing_mm else None,
+        "orientation": "axial" if plan.usable and plan.is_axial else ("other" if plan.usable else None),
+        "usable": plan.usable,
+        "chosen": chosen,
+        "warnings": [f"{r.value}: {m}" for r, m in plan.warnings],
+        "skipped": plan.skipped,
+        "error": str(plan.error) if plan.error else None,
+        "error_reason": plan.error.reason.value if plan.error else None,
+    }
+
+
+@cli.command()
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_dicom_options
+@_user_errors
+def inspect(path: Path, as_json: bool, series_uid: str | None, allow_gaps: bool, no_tilt_correction: bool,
+            allow_non_ct: bool, keep_padding: bool) -> None:
+    """List every DICOM series under PATH and say which one would be read, and why.
+
+    For each series: modality, description, file count, shape and spacing (z, y, x), whether it is usable, and its
+    warnings and errors. Selection rule: the usable axial CT series with the most slices, then the thinnest.
+
+    \b
+    Examples:
+      ctseg inspect /data/study1
+      ctseg inspect /data/study1 --json > series.json
+    """
+    from ctseg.io.dicom import inspect_dicom
+
+    options = _read_options(allow_gaps, no_tilt_correction, allow_non_ct, keep_padding)
+    found = inspect_dicom(path, options=options, series_uid=series_uid)
+    report = {
+        "path": str(path),
+        "series": [_plan_dict(p, p is found.chosen) for p in found.plans],
+        "chosen": found.chosen.series_uid if found.chosen else None,
+        "reason": found.reason,
+        "ignored": [{"file": str(i.path), "reason": i.reason} for i in found.ignored],
+    }
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(f"{path}: {len(found.plans)} series, {len(found.ignored)} file(s) ignored")
+    for s in report["series"]:
+        mark = "*" if s["chosen"] else " "
+        status = "usable" if s["usable"] else "NOT usable"
+        geo = ""
+        if s["shape_zyx"]:
+            geo = f"  shape {'x'.join(map(str, s['shape_zyx']))}  spacing {'x'.join(f'{v:g}' for v in s['spacing_zyx_mm'])} mm"
+        click.echo(f"[{mark}] {s['label']}  {s['modality'] or '?'}  {s['files']} files{geo}  {status}")
+        click.echo(f"      uid {s['series_uid']}")
+        for w in s["warnings"]:
+            click.echo(f"      warning {w}")
+        if s["skipped"]:
+            click.echo(f"      skipped {len(s['skipped'])} file(s): {s['skipped'][0]}" + (" ..." if len(s["skipped"]) > 1 else ""))
+        if s["error"]:
+            click.echo(f"      error {s['error']}")
+    reasons: dict[str, int] = {}
+    for item in found.ignored:
+        reasons[item.reason] = reasons.get(item.reason, 0) + 1
+    for reason, count in sorted(reasons.items()):
+        click.echo(f"ignored {count} file(s): {reason}")
+    if found.chosen:
+        click.echo(f"chosen: {found.chosen.label} ({found.reason})")
+    else:
+        click.echo("chosen: none (no usable series)")
+
+
+@cli.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, path_type=Path))
+@click.argument("output", type=click.Path(path_type=Path))
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+@_dicom_options
+@_user_errors
+def convert(input_path: Path, output: Path, overwrite: bool, series_uid: str | None, allow_gaps: bool,
+            no_tilt_correction: bool, allow_non_ct: bool, keep_padding: bool) -> None:
+    """Convert a DICOM folder (or NIfTI/NRRD/MHA file) INPUT to a HU volume OUTPUT.
+
+    The output format follows OUTPUT's extension: .nii.gz/.nii, .nrrd or .mha. The file is written atomically.
+
+    \b
+    Examples:
+      ctseg convert /data/study1 ct.nii.gz
+      ctseg convert /data/study1 ct.nrrd --series 1.2.840.113619.2.55.3
+      ctseg convert ct.nii.gz ct.mha
+    """
+    from ctseg.errors import ImageFormatError
+    from ctseg.io import convert_to_file
+    from ctseg.io.images import image_format
+
+    image_format(output)  # fail on an unknown suffix before reading anything
+    if output.exists() and not overwrite:
+        raise ImageFormatError(f"{output} exists; pass --overwrite to replace it")
+    if output.resolve() == input_path.resolve():
+        raise ImageFormatError(f"OUTPUT is the INPUT file {input_path}; inputs are never modified")
+    options = _read_options(allow_gaps, no_tilt_correction, allow_non_ct, keep_padding)
+    volume = convert_to_file(input_path, output, series_uid=series_uid, options=options)
+    g = volume.geometry
+    click.echo(
+        f"wrote {output}: shape (z,y,x) {'x'.join(map(str, g.shape))}, spacing "
+        f"{'x'.join(f'{v:.4g}' for v in g.spacing_mm)} mm, {volume.array.dtype} HU "
+        f"{volume.array.min():.0f}..{volume.array.max():.0f}"
+    )
+
+
+def main() -> None:
+    """Entry point for ``python -m ctseg``."""
+    cli(prog_name="ctseg")

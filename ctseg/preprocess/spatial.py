@@ -1,0 +1,242 @@
+"""Resampling: to a target spacing, and exactly onto a given grid.
+
+Kernels were chosen by measurement (``benchmarks/ingest.py``): on axis-aligned grids torch ``F.interpolate``
+resampled a 512x512x300 CT 6.5x faster than SimpleITK and 13x faster than MONAI ``Spacing``, so
+:func:`resample_to_spacing` uses it with an explicit scale factor (the output grid is then known exactly, not
+rounded). :func:`resample_to` returns a volume onto any grid: when the two grids share their axes it interpolates
+separably along each axis (torch ``index_select`` + lerp, no full coordinate grid in memory); otherwise (an oblique
+target) it uses SimpleITK's resampler, which handles general transforms.
+
+Sampling convention everywhere: a voxel's value is its centre's value; a point within half a voxel outside the
+source grid takes the edge voxel (the voxel covers it); points further out get ``fill_value``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from ctseg.errors import ConfigError
+from ctseg.volume import Geometry, Volume
+
+Interpolation = Literal["linear", "nearest", "bspline", "onehot"]
+_INTERPOLATIONS = ("linear", "nearest", "bspline", "onehot")
+#: Direction cosines closer than this count as the same axis.
+_AXIS_TOL = 1e-6
+
+
+def _check_interp(order: str) -> None:
+    if order not in _INTERPOLATIONS:
+        raise ConfigError(f"unknown interpolation {order!r}; expected one of {', '.join(_INTERPOLATIONS)}")
+
+
+def spacing_grid(geometry: Geometry, spacing_mm: tuple[float, float, float]) -> Geometry:
+    """The grid with ``spacing_mm`` that :func:`resample_to_spacing` produces from ``geometry``.
+
+    Same direction; ``shape = floor(shape * old / new)`` (at least 1); voxel edges of the first voxel aligned with
+    the source's, so the output's first centre sits at ``origin + (new - old) / 2`` along each axis.
+    """
+    old = np.array(geometry.spacing_mm)
+    new = np.array(spacing_mm, dtype=np.float64)
+    if new.shape != (3,) or np.any(new <= 0):
+        raise ConfigError(f"target spacing must be 3 positive numbers (z, y, x) in mm, got {spacing_mm}")
+    # The same double-precision expression torch uses for its output size, so the two always agree.
+    shape = [max(1, int(np.floor(n * (o / w)))) for n, o, w in zip(geometry.shape, old, new)]
+    origin = np.array(geometry.origin_mm) + geometry.direction_matrix @ ((new - old) / 2.0)
+    return Geometry(tuple(shape), tuple(new.tolist()), tuple(origin.tolist()), geometry.direction)
+
+
+def _torch_interpolate(array: np.ndarray, scale: np.ndarray, shape: tuple[int, ...], mode: str) -> np.ndarray:
+    import torch
+    import torch.nn.functional as F
+
+    t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
+    out = F.interpolate(
+        t, scale_factor=tuple(float(s) for s in scale), mode=mode, recompute_scale_factor=False,
+        **({"align_corners": False} if mode == "trilinear" else {}),
+    )
+    return out[0, 0, : shape[0], : shape[1], : shape[2]].numpy()
+
+
+def _labels_onehot(labels: np.ndarray, resample_float: "callable") -> np.ndarray:  # type: ignore[valid-type]
+    """Resample each label's indicator linearly and keep, per voxel, the label with the highest weight."""
+    values = [int(v) for v in np.unique(labels)]
+    best_w: np.ndarray | None = None
+    best_l: np.ndarray | None = None
+    for value in values:
+        w = resample_float((labels == value).astype(np.float32))
+        if best_w is None:
+            best_w, best_l = w, np.full(w.shape, value, dtype=labels.dtype)
+            continue
+        assert best_l is not None
+        take = w > best_w
+        best_w[take] = w[take]
+        best_l[take] = value
+    assert best_l is not None
+    return best_l
+
+
+def resample_to_spacing(volume: Volume, spacing_mm: tuple[float, float, float], *, order: Interpolation = "linear") -> Volume:
+    """Resample to a target spacing on the same axes (see :func:`spacing_grid` for the exact output grid).
+
+    Parameters
+    ----------
+    volume
+        ``(Z, Y, X)`` image (HU) or label map.
+    spacing_mm
+        Target ``(z, y, x)`` spacing in mm.
+    order
+        ``"linear"`` or ``"bspline"`` for images (float32 out); ``"nearest"`` or ``"onehot"`` (per-label linear,
+        then arg-max: smoother boundaries) for label maps (dtype kept).
+
+    Raises
+    ------
+    ConfigError
+        For an unknown ``order`` or a non-positive spacing.
+    """
+    _check_interp(order)
+    target = spacing_grid(volume.geometry, spacing_mm)
+    if order == "bspline":
+        return resample_to(volume, target, order="bspline")
+    scale = np.array(volume.geometry.spacing_mm) / np.array(target.spacing_mm)
+    if order == "linear":
+        return Volume(_torch_interpolate(volume.array, scale, target.shape, "trilinear"), target)
+    if order == "nearest":
+        out = _torch_interpolate(volume.array, scale, target.shape, "nearest-exact")
+        return Volume(out.astype(volume.array.dtype), target)
+    return Volume(_labels_onehot(volume.array, lambda a: _torch_interpolate(a, scale, target.shape, "trilinear")), target)
+
+
+def _axis_maps(source: Geometry, target: Geometry) -> list[tuple[int, np.ndarray]] | None:
+    """If every target axis is parallel to a source axis, per target axis: (source axis, source coordinates)."""
+    ds, dt = source.direction_matrix, target.direction_matrix
+    dots = ds.T @ dt  # (source axis, target axis)
+    perm = np.argmax(np.abs(dots), axis=0)
+    if sorted(perm.tolist()) != [0, 1, 2] or not np.allclose(np.abs(dots[perm, [0, 1, 2]]), 1.0, atol=_AXIS_TOL):
+        return None
+    maps = []
+    shift = ds.T @ (np.array(target.origin_mm) - np.array(source.origin_mm))
+    for t_axis in range(3):
+        s_axis = int(perm[t_axis])
+        sign = float(np.sign(dots[s_axis, t_axis]))
+        steps = np.arange(target.shape[t_axis]) * target.spacing_mm[t_axis] * sign
+        maps.append((s_axis, (shift[s_axis] + steps) / source.spacing_mm[s_axis]))
+    return maps
+
+
+def _sample_axis(t: "object", axis: int, coords: np.ndarray, nearest: bool, fill: float) -> "object":
+    import torch
+
+    assert isinstance(t, torch.Tensor)
+    n = t.shape[axis]
+    inside = (coords >= -0.5) & (coords <= n - 0.5)
+    c = np.clip(coords, 0.0, n - 1.0)
+    view = [1, 1, 1]
+    view[axis] = len(coords)
+    if nearest:
+        idx = torch.from_numpy(np.floor(c + 0.5).astype(np.int64).clip(0, n - 1))
+        out = torch.index_select(t, axis, idx)
+    else:
+        i0 = np.floor(c).astype(np.int64)
+        i1 = np.minimum(i0 + 1, n - 1)
+        w = torch.from_numpy((c - i0).astype(np.float32)).reshape(view)
+        a = torch.index_select(t, axis, torch.from_numpy(i0))
+        b = torch.index_select(t, axis, torch.from_numpy(i1))
+        out = torch.lerp(a, b, w) if t.is_floating_point() else a
+    if not inside.all():
+        mask = torch.from_numpy(~inside).reshape(view).expand_as(out)
+        out = out.masked_fill(mask, fill)
+    return out
+
+
+def _interpolate_fast(array: np.ndarray, maps: list[tuple[int, np.ndarray]], nearest: bool, fill: float) -> np.ndarray | None:
+    """``F.interpolate`` when each axis maps as ``src = (dst + 0.5) / s - 0.5`` (edge-aligned, no flip/permute).
+
+    That is the case for returning a :func:`resample_to_spacing` result onto its source grid, the hot path.
+    """
+    if [s for s, _ in maps] != [0, 1, 2]:
+        return None
+    scale, n_out = [], []
+    for _, c in maps:
+        step = float(c[1] - c[0]) if len(c) > 1 else 1.0
+        if step <= 0 or abs(c[0] - 0.5 * (step - 1.0)) > 1e-6:
+            return None
+        scale.append(1.0 / step)
+        n_out.append(len(c))
+    # Pad the end by replication so torch's floor(n * s) covers the target; padding does not move the mapping.
+    pad = [max(0, int(np.ceil(n / s)) + 1 - n_in) for n, s, n_in in zip(n_out, scale, array.shape)]
+    src = np.pad(array, [(0, p) for p in pad], mode="edge") if any(pad) else array
+    mode = "nearest-exact" if nearest else "trilinear"
+    out = _torch_interpolate(src.astype(np.float32, copy=False), np.array(scale), tuple(n_out), mode)
+    out = np.array(out, copy=True)
+    for axis, (_, c) in enumerate(maps):
+        outside = (c < -0.5) | (c > array.shape[axis] - 0.5)
+        if outside.any():
+            index = [slice(None)] * 3
+            index[axis] = outside  # type: ignore[call-overload]
+            out[tuple(index)] = fill
+    return out
+
+
+def _resample_separable(array: np.ndarray, maps: list[tuple[int, np.ndarray]], nearest: bool, fill: float) -> np.ndarray:
+    import torch
+
+    src = torch.from_numpy(np.ascontiguousarray(array if nearest else array.astype(np.float32, copy=False)))
+    # Move source axes into target order, then resample each axis; shrink the most-reducing axis first.
+    t = src.permute(*[s for s, _ in maps])
+    ratios = [len(c) / max(src.shape[s], 1) for s, c in maps]
+    for axis in sorted(range(3), key=lambda a: ratios[a]):
+        t = _sample_axis(t.contiguous(), axis, maps[axis][1], nearest, fill)
+    return t.contiguous().numpy()
+
+
+def _resample_sitk(volume: Volume, target: Geometry, order: str, fill: float) -> np.ndarray:
+    import SimpleITK as sitk
+
+    from ctseg.io.images import volume_to_sitk  # SimpleITK's axis order is an io concern
+
+    kernels = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor, "bspline": sitk.sitkBSpline}
+    src = volume if order == "nearest" else volume.with_array(volume.array.astype(np.float32, copy=False))
+    ref = volume_to_sitk(Volume(np.zeros(target.shape, np.uint8), target))
+    out = sitk.Resample(volume_to_sitk(src), ref, sitk.Transform(), kernels[order], fill)
+    return sitk.GetArrayFromImage(out)
+
+
+def resample_to(volume: Volume, geometry: Geometry, *, order: Interpolation = "linear", fill_value: float = 0.0) -> Volume:
+    """Resample ``volume`` onto exactly ``geometry`` (world-space correct; any direction).
+
+    Parameters
+    ----------
+    volume
+        Source image or label map.
+    geometry
+        The target grid; the result's geometry is this object.
+    order
+        ``"linear"`` / ``"bspline"`` (float32 out) or ``"nearest"`` / ``"onehot"`` (labels, dtype kept).
+    fill_value
+        Value for target voxels more than half a voxel outside the source (use -1024 for HU images).
+
+    Returns
+    -------
+    Volume
+        ``(Z, Y, X)`` on ``geometry``.
+    """
+    _check_interp(order)
+    if volume.geometry.is_close(geometry, atol_mm=1e-6, atol_direction=1e-9):
+        return Volume(volume.array.copy(), geometry)
+    maps = _axis_maps(volume.geometry, geometry)
+    if order == "onehot":
+        return Volume(_labels_onehot(volume.array, lambda a: resample_to(volume.with_array(a), geometry).array), geometry)
+    fast = None
+    if maps is not None and order in ("linear", "nearest"):
+        fast = _interpolate_fast(volume.array, maps, order == "nearest", fill_value)
+    if fast is not None:
+        out = fast
+    elif maps is not None and order in ("linear", "nearest"):
+        out = _resample_separable(volume.array, maps, order == "nearest", fill_value)
+    else:
+        out = _resample_sitk(volume, geometry, order, fill_value)
+    if order == "nearest":
+        out = out.astype(volume.array.dtype, copy=False)
+    return Volume(out, geometry)
