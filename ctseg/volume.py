@@ -23,8 +23,8 @@ array([[0. , 0. , 2.5]])
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -109,7 +109,7 @@ class Geometry:
         return a
 
     @classmethod
-    def from_affine(cls, shape: Sequence[int], affine: npt.ArrayLike) -> "Geometry":
+    def from_affine(cls, shape: Sequence[int], affine: npt.ArrayLike) -> Geometry:
         """Build a geometry from an index ``(z, y, x)`` -> LPS affine.
 
         Raises
@@ -139,7 +139,7 @@ class Geometry:
         # direction is orthonormal, so its inverse is its transpose.
         return (p @ self.direction_matrix) / np.array(self.spacing_mm)
 
-    def is_close(self, other: "Geometry", *, atol_mm: float = 1e-3, atol_direction: float = 1e-4) -> bool:
+    def is_close(self, other: Geometry, *, atol_mm: float = 1e-3, atol_direction: float = 1e-4) -> bool:
         """Whether two grids are the same within tolerances (shape exact, positions in mm).
 
         Compares shape exactly, spacing and origin within ``atol_mm``, direction cosines within ``atol_direction``,
@@ -206,11 +206,11 @@ class Volume:
         """The ``(Z, Y, X)`` shape."""
         return self.geometry.shape
 
-    def with_array(self, array: np.ndarray) -> "Volume":
+    def with_array(self, array: np.ndarray) -> Volume:
         """A new volume with ``array`` on this geometry (shape must match)."""
         return Volume(array, self.geometry)
 
-    def to_closest_canonical(self) -> "Volume":
+    def to_closest_canonical(self) -> Volume:
         """Permute and flip axes (no resampling) so axis 0/1/2 point closest to LPS +z/+y/+x (S, P, L).
 
         The world position of every voxel is unchanged; only the indexing changes. Useful to compare two volumes

@@ -7,11 +7,11 @@ orientation, and linear resampling (tilt, spacing correction) keeps the function
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
-import pydicom
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
@@ -168,8 +168,14 @@ def write_dicom_series(
     pixels = [volume.array[k] for k in order]
     instances = list(np.random.default_rng(7).permutation(n) + 1) if shuffle_instances else None
     return write_slices(
-        folder, ipps, pixels, row_cos=d[:, 2], col_cos=d[:, 1], pixel_spacing=(g.spacing_mm[1], g.spacing_mm[2]),
-        instance_numbers=instances, **kwargs,
+        folder,
+        ipps,
+        pixels,
+        row_cos=d[:, 2],
+        col_cos=d[:, 1],
+        pixel_spacing=(g.spacing_mm[1], g.spacing_mm[2]),
+        instance_numbers=instances,
+        **kwargs,
     )
 
 
@@ -191,9 +197,7 @@ def write_oracle_series(
     for ipp in ipps:
         pts = np.asarray(ipp, float) + jj[..., None] * pixel_spacing[0] * c + ii[..., None] * pixel_spacing[1] * r
         pixels.append(oracle_hu(pts))
-    return write_slices(
-        folder, ipps, pixels, row_cos=row_cos, col_cos=col_cos, pixel_spacing=pixel_spacing, **kwargs
-    )
+    return write_slices(folder, ipps, pixels, row_cos=row_cos, col_cos=col_cos, pixel_spacing=pixel_spacing, **kwargs)
 
 
 def assert_matches_oracle(volume: Volume, *, atol_hu: float = 0.51, interior: int = 0) -> None:
@@ -203,4 +207,6 @@ def assert_matches_oracle(volume: Volume, *, atol_hu: float = 0.51, interior: in
     expected = oracle_hu(volume.geometry.index_to_world(idx.reshape(-1, 3))).reshape(shape)
     sl = (slice(None), slice(interior, shape[1] - interior or None), slice(interior, shape[2] - interior or None))
     diff = np.abs(np.asarray(volume.array, float)[sl] - expected[sl])
-    assert diff.max() <= atol_hu, f"max |HU - oracle| = {diff.max():.3f} at {np.unravel_index(diff.argmax(), diff.shape)}"
+    assert diff.max() <= atol_hu, (
+        f"max |HU - oracle| = {diff.max():.3f} at {np.unravel_index(diff.argmax(), diff.shape)}"
+    )

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ctseg.io.images import IMAGE_SUFFIXES, read_image, write_image
 from ctseg.io.atomic import full_suffix
+from ctseg.io.images import IMAGE_SUFFIXES, read_image, write_image
 from ctseg.volume import Volume
 
 if TYPE_CHECKING:
@@ -20,7 +20,7 @@ def is_image_file(path: Path) -> bool:
     return Path(path).is_file() and full_suffix(Path(path)) in IMAGE_SUFFIXES
 
 
-def read_volume(path: Path, *, series_uid: str | None = None, options: "ReadOptions | None" = None) -> Volume:
+def read_volume(path: Path, *, series_uid: str | None = None, options: ReadOptions | None = None) -> Volume:
     """Read a CT from an image file (NIfTI/NRRD/MHA) or a DICOM folder tree/file into a :class:`Volume`.
 
     Raises
@@ -37,7 +37,7 @@ def read_volume(path: Path, *, series_uid: str | None = None, options: "ReadOpti
 
 
 def convert_to_file(
-    input_path: Path, output: Path, *, series_uid: str | None = None, options: "ReadOptions | None" = None
+    input_path: Path, output: Path, *, series_uid: str | None = None, options: ReadOptions | None = None
 ) -> Volume:
     """Read ``input_path`` (DICOM folder or image file) and write its HU volume to ``output`` (format by suffix).
 

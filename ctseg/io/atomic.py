@@ -8,8 +8,8 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 #: Multi-part suffixes that must stay at the end of a temporary name so writers pick the right format.
 COMPOUND_SUFFIXES = (".nii.gz", ".tar.gz")

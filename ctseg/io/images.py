@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -108,7 +108,7 @@ def read_nifti(path: Path) -> Volume:
 
     path = Path(path)
     try:
-        img = nib.load(str(path))
+        img: Any = nib.load(str(path))
         data = np.asanyarray(img.dataobj)
     except Exception as exc:  # nibabel raises several unrelated types for damaged files
         raise ImageFormatError(f"cannot read NIfTI file {path.name}: {exc}") from exc
@@ -134,7 +134,7 @@ def write_nifti(volume: Volume, path: Path) -> None:
 
 
 # -- ITK (NRRD, MHA) -----------------------------------------------------------------------------------------
-def volume_to_sitk(volume: Volume) -> "sitk.Image":
+def volume_to_sitk(volume: Volume) -> sitk.Image:
     """A SimpleITK image with the same voxels and LPS geometry (ITK orders spacing/direction x, y, z)."""
     import SimpleITK as sitk
 
@@ -146,7 +146,7 @@ def volume_to_sitk(volume: Volume) -> "sitk.Image":
     return img
 
 
-def sitk_to_volume(image: "sitk.Image") -> Volume:
+def sitk_to_volume(image: sitk.Image) -> Volume:
     """The :class:`Volume` of a 3D SimpleITK image.
 
     Raises

@@ -7,8 +7,8 @@ Window/level is three in-place passes over one float32 output buffer (shift, sca
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
 

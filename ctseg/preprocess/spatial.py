@@ -13,7 +13,8 @@ source grid takes the edge voxel (the voxel covers it); points further out get `
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import numpy as np
 
@@ -44,7 +45,7 @@ def spacing_grid(geometry: Geometry, spacing_mm: tuple[float, float, float]) -> 
     # The same double-precision expression torch uses for its output size, so the two always agree.
     shape = [max(1, int(np.floor(n * (o / w)))) for n, o, w in zip(geometry.shape, old, new)]
     origin = np.array(geometry.origin_mm) + geometry.direction_matrix @ ((new - old) / 2.0)
-    return Geometry(tuple(shape), tuple(new.tolist()), tuple(origin.tolist()), geometry.direction)
+    return Geometry((shape[0], shape[1], shape[2]), tuple(new.tolist()), tuple(origin.tolist()), geometry.direction)
 
 
 def _torch_interpolate(array: np.ndarray, scale: np.ndarray, shape: tuple[int, ...], mode: str) -> np.ndarray:
@@ -53,13 +54,16 @@ def _torch_interpolate(array: np.ndarray, scale: np.ndarray, shape: tuple[int, .
 
     t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
     out = F.interpolate(
-        t, scale_factor=tuple(float(s) for s in scale), mode=mode, recompute_scale_factor=False,
+        t,
+        scale_factor=tuple(float(s) for s in scale),
+        mode=mode,
+        recompute_scale_factor=False,
         **({"align_corners": False} if mode == "trilinear" else {}),
     )
     return out[0, 0, : shape[0], : shape[1], : shape[2]].numpy()
 
 
-def _labels_onehot(labels: np.ndarray, resample_float: "callable") -> np.ndarray:  # type: ignore[valid-type]
+def _labels_onehot(labels: np.ndarray, resample_float: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """Resample each label's indicator linearly and keep, per voxel, the label with the highest weight."""
     values = [int(v) for v in np.unique(labels)]
     best_w: np.ndarray | None = None
@@ -77,7 +81,9 @@ def _labels_onehot(labels: np.ndarray, resample_float: "callable") -> np.ndarray
     return best_l
 
 
-def resample_to_spacing(volume: Volume, spacing_mm: tuple[float, float, float], *, order: Interpolation = "linear") -> Volume:
+def resample_to_spacing(
+    volume: Volume, spacing_mm: tuple[float, float, float], *, order: Interpolation = "linear"
+) -> Volume:
     """Resample to a target spacing on the same axes (see :func:`spacing_grid` for the exact output grid).
 
     Parameters
@@ -105,7 +111,9 @@ def resample_to_spacing(volume: Volume, spacing_mm: tuple[float, float, float], 
     if order == "nearest":
         out = _torch_interpolate(volume.array, scale, target.shape, "nearest-exact")
         return Volume(out.astype(volume.array.dtype), target)
-    return Volume(_labels_onehot(volume.array, lambda a: _torch_interpolate(a, scale, target.shape, "trilinear")), target)
+    return Volume(
+        _labels_onehot(volume.array, lambda a: _torch_interpolate(a, scale, target.shape, "trilinear")), target
+    )
 
 
 def _axis_maps(source: Geometry, target: Geometry) -> list[tuple[int, np.ndarray]] | None:
@@ -125,7 +133,7 @@ def _axis_maps(source: Geometry, target: Geometry) -> list[tuple[int, np.ndarray
     return maps
 
 
-def _sample_axis(t: "object", axis: int, coords: np.ndarray, nearest: bool, fill: float) -> "object":
+def _sample_axis(t: object, axis: int, coords: np.ndarray, nearest: bool, fill: float) -> object:
     import torch
 
     assert isinstance(t, torch.Tensor)
@@ -150,7 +158,9 @@ def _sample_axis(t: "object", axis: int, coords: np.ndarray, nearest: bool, fill
     return out
 
 
-def _interpolate_fast(array: np.ndarray, maps: list[tuple[int, np.ndarray]], nearest: bool, fill: float) -> np.ndarray | None:
+def _interpolate_fast(
+    array: np.ndarray, maps: list[tuple[int, np.ndarray]], nearest: bool, fill: float
+) -> np.ndarray | None:
     """``F.interpolate`` when each axis maps as ``src = (dst + 0.5) / s - 0.5`` (edge-aligned, no flip/permute).
 
     That is the case for returning a :func:`resample_to_spacing` result onto its source grid, the hot path.
@@ -179,12 +189,14 @@ def _interpolate_fast(array: np.ndarray, maps: list[tuple[int, np.ndarray]], nea
     return out
 
 
-def _resample_separable(array: np.ndarray, maps: list[tuple[int, np.ndarray]], nearest: bool, fill: float) -> np.ndarray:
+def _resample_separable(
+    array: np.ndarray, maps: list[tuple[int, np.ndarray]], nearest: bool, fill: float
+) -> np.ndarray:
     import torch
 
     src = torch.from_numpy(np.ascontiguousarray(array if nearest else array.astype(np.float32, copy=False)))
     # Move source axes into target order, then resample each axis; shrink the most-reducing axis first.
-    t = src.permute(*[s for s, _ in maps])
+    t: Any = src.permute(*[s for s, _ in maps])
     ratios = [len(c) / max(src.shape[s], 1) for s, c in maps]
     for axis in sorted(range(3), key=lambda a: ratios[a]):
         t = _sample_axis(t.contiguous(), axis, maps[axis][1], nearest, fill)
@@ -203,7 +215,9 @@ def _resample_sitk(volume: Volume, target: Geometry, order: str, fill: float) ->
     return sitk.GetArrayFromImage(out)
 
 
-def resample_to(volume: Volume, geometry: Geometry, *, order: Interpolation = "linear", fill_value: float = 0.0) -> Volume:
+def resample_to(
+    volume: Volume, geometry: Geometry, *, order: Interpolation = "linear", fill_value: float = 0.0
+) -> Volume:
     """Resample ``volume`` onto exactly ``geometry`` (world-space correct; any direction).
 
     Parameters
@@ -227,7 +241,9 @@ def resample_to(volume: Volume, geometry: Geometry, *, order: Interpolation = "l
         return Volume(volume.array.copy(), geometry)
     maps = _axis_maps(volume.geometry, geometry)
     if order == "onehot":
-        return Volume(_labels_onehot(volume.array, lambda a: resample_to(volume.with_array(a), geometry).array), geometry)
+        return Volume(
+            _labels_onehot(volume.array, lambda a: resample_to(volume.with_array(a), geometry).array), geometry
+        )
     fast = None
     if maps is not None and order in ("linear", "nearest"):
         fast = _interpolate_fast(volume.array, maps, order == "nearest", fill_value)

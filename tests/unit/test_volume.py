@@ -67,7 +67,9 @@ def test_orientation_codes() -> None:
     assert Geometry((2, 2, 2), direction=((1, 0, 0), (0, 0, 1), (0, -1, 0))).orientation_codes() == "LIP"
 
 
-@pytest.mark.parametrize("direction", [OBLIQUE, ((0, 0, -1), (0, -1, 0), (-1, 0, 0)), ((1, 0, 0), (0, 0, 1), (0, -1, 0))])
+@pytest.mark.parametrize(
+    "direction", [OBLIQUE, ((0, 0, -1), (0, -1, 0), (-1, 0, 0)), ((1, 0, 0), (0, 0, 1), (0, -1, 0))]
+)
 def test_closest_canonical_keeps_world_positions(direction) -> None:
     v = make_volume(shape=(3, 4, 5), spacing=(2.0, 0.5, 0.7), direction=direction)
     c = v.to_closest_canonical()

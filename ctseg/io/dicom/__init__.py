@@ -56,9 +56,7 @@ def select_series(plans: list[SeriesPlan], series_uid: str | None = None) -> tup
             if plan.series_uid == series_uid:
                 return plan, "chosen by --series"
         known = ", ".join(p.series_uid for p in plans) or "none"
-        raise DicomSeriesError(
-            SeriesReason.SERIES_NOT_FOUND, f"no series with UID {series_uid}; series found: {known}"
-        )
+        raise DicomSeriesError(SeriesReason.SERIES_NOT_FOUND, f"no series with UID {series_uid}; series found: {known}")
     usable = [p for p in plans if p.usable]
     if not usable:
         return None, "no usable series"
@@ -76,7 +74,9 @@ def select_series(plans: list[SeriesPlan], series_uid: str | None = None) -> tup
     return best, "usable axial CT with the " + ", ".join(why[1:]) + f" [{why[0]}]"
 
 
-def inspect_dicom(path: Path, *, options: ReadOptions = ReadOptions(), series_uid: str | None = None) -> DicomInspection:
+def inspect_dicom(
+    path: Path, *, options: ReadOptions = ReadOptions(), series_uid: str | None = None
+) -> DicomInspection:
     """Scan ``path`` and check every series in it, without reading pixel data.
 
     Raises
@@ -90,9 +90,7 @@ def inspect_dicom(path: Path, *, options: ReadOptions = ReadOptions(), series_ui
     return DicomInspection(found, plans, chosen, reason)
 
 
-def read_dicom_series(
-    path: Path, *, series_uid: str | None = None, options: ReadOptions = ReadOptions()
-) -> Volume:
+def read_dicom_series(path: Path, *, series_uid: str | None = None, options: ReadOptions = ReadOptions()) -> Volume:
     """Read one CT series from a DICOM folder tree (or file) as a HU volume.
 
     Parameters

@@ -215,4 +215,3 @@ def discover(root: Path) -> Discovery:
     for item in ignored:
         log.info("ignored %s: %s", item.path.name, item.reason)
     return Discovery(root=root, groups=list(groups.values()), ignored=ignored)
-

@@ -136,7 +136,9 @@ def read_stored_frames(f: DicomFile) -> np.ndarray:
     return arr
 
 
-def rescale_to_hu(stored: np.ndarray, slopes: np.ndarray, intercepts: np.ndarray) -> np.ndarray:
+def rescale_to_hu(
+    stored: np.ndarray, slopes: np.ndarray, intercepts: np.ndarray, *, overwrite_input: bool = False
+) -> np.ndarray:
     """Apply per-slice rescale slope/intercept: ``HU = stored * slope + intercept``.
 
     Parameters
@@ -145,6 +147,9 @@ def rescale_to_hu(stored: np.ndarray, slopes: np.ndarray, intercepts: np.ndarray
         ``(N, R, C)`` stored values, integer or float.
     slopes, intercepts
         ``(N,)`` per-slice modality LUT.
+    overwrite_input
+        Allow the int16 result to reuse ``stored``'s memory (saves a copy of the whole stack); off by default so
+        the caller's array is left as it was.
 
     Returns
     -------
@@ -165,7 +170,7 @@ def rescale_to_hu(stored: np.ndarray, slopes: np.ndarray, intercepts: np.ndarray
     if integer_lut and stored.dtype.kind in "iu" and stored.size:
         lo, hi = int(stored.min()), int(stored.max())
         if lo + intercepts.min() >= INT16_MIN and hi + intercepts.max() <= INT16_MAX and hi <= INT16_MAX:
-            out = stored.astype(np.int16, copy=stored.dtype != np.int16)
+            out = stored.astype(np.int16, copy=not (overwrite_input and stored.dtype == np.int16))
             if np.any(intercepts != 0):
                 shift = intercepts.astype(np.int16)
                 if np.all(shift == shift[0]):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -76,9 +77,9 @@ class SliceRef:
 
     file: DicomFile
     frame: int
-    position: tuple[float, float, float] | None
+    position: tuple[float, ...] | None
     orientation: tuple[float, ...] | None
-    pixel_spacing: tuple[float, float] | None
+    pixel_spacing: tuple[float, ...] | None
     rows: int
     cols: int
     slope: float
@@ -146,7 +147,8 @@ class SeriesPlan:
     def pixel_spacing_mm(self) -> tuple[float, float]:
         """(between rows, between columns) in mm."""
         assert self.slices and self.slices[0].pixel_spacing is not None
-        return self.slices[0].pixel_spacing
+        row, col = self.slices[0].pixel_spacing
+        return (row, col)
 
     @property
     def shape(self) -> tuple[int, int, int] | None:
@@ -193,13 +195,12 @@ def _lut(item: object, default: tuple[float, float]) -> tuple[float, float]:
     )
 
 
-def _functional(ds: object, frame: int, seq: str, attr: str) -> object:
+def _functional(ds: Any, frame: int, seq: str, attr: str) -> Any:
     """An attribute from a per-frame functional group, falling back to the shared one."""
-    for groups in (getattr(ds, "PerFrameFunctionalGroupsSequence", None), getattr(ds, "SharedFunctionalGroupsSequence", None)):
-        if not groups:
-            continue
-        item = groups[frame] if groups is getattr(ds, "PerFrameFunctionalGroupsSequence", None) else groups[0]
-        sub = getattr(item, seq, None)
+    per_frame = getattr(ds, "PerFrameFunctionalGroupsSequence", None)
+    shared = getattr(ds, "SharedFunctionalGroupsSequence", None)
+    for item in (per_frame[frame] if per_frame else None, shared[0] if shared else None):
+        sub = getattr(item, seq, None) if item is not None else None
         if sub:
             value = getattr(sub[0], attr, None) if attr else sub[0]
             if value is not None:
@@ -219,8 +220,16 @@ def slices_of(f: DicomFile) -> list[SliceRef]:
     if "PerFrameFunctionalGroupsSequence" not in ds and "SharedFunctionalGroupsSequence" not in ds:
         return [
             SliceRef(
-                f, 0, _floats(ds.get("ImagePositionPatient"), 3), _floats(ds.get("ImageOrientationPatient"), 6),
-                _floats(ds.get("PixelSpacing"), 2), rows, cols, *_lut(ds, (1.0, 0.0)), localizer, secondary,
+                f,
+                0,
+                _floats(ds.get("ImagePositionPatient"), 3),
+                _floats(ds.get("ImageOrientationPatient"), 6),
+                _floats(ds.get("PixelSpacing"), 2),
+                rows,
+                cols,
+                *_lut(ds, (1.0, 0.0)),
+                localizer,
+                secondary,
                 acquisition,
             )  # type: ignore[arg-type]
         ]
@@ -230,12 +239,17 @@ def slices_of(f: DicomFile) -> list[SliceRef]:
         lut_item = _functional(ds, k, "PixelValueTransformationSequence", "")
         out.append(
             SliceRef(
-                f, k,
+                f,
+                k,
                 _floats(_functional(ds, k, "PlanePositionSequence", "ImagePositionPatient"), 3),  # type: ignore[arg-type]
                 _floats(_functional(ds, k, "PlaneOrientationSequence", "ImageOrientationPatient"), 6),
                 _floats(_functional(ds, k, "PixelMeasuresSequence", "PixelSpacing"), 2),  # type: ignore[arg-type]
-                rows, cols, *(_lut(lut_item, base_lut) if lut_item is not None else base_lut),
-                localizer, secondary, acquisition,
+                rows,
+                cols,
+                *(_lut(lut_item, base_lut) if lut_item is not None else base_lut),
+                localizer,
+                secondary,
+                acquisition,
             )
         )
     return out
@@ -291,7 +305,8 @@ def _select_slices(plan: SeriesPlan, candidates: list[SliceRef]) -> list[SliceRe
     if not kept:
         if all(s.secondary for s in candidates):
             _fail(
-                plan, SeriesReason.COLOUR_IMAGE,
+                plan,
+                SeriesReason.COLOUR_IMAGE,
                 f"holds only secondary-capture / colour images ({len(candidates)}), e.g. screenshots; expected CT "
                 "slices. Export the original CT series",
             )
@@ -300,8 +315,11 @@ def _select_slices(plan: SeriesPlan, candidates: list[SliceRef]) -> list[SliceRe
         return None
     missing = [
         tag
-        for tag, attr in (("ImagePositionPatient", "position"), ("ImageOrientationPatient", "orientation"),
-                          ("PixelSpacing", "pixel_spacing"))
+        for tag, attr in (
+            ("ImagePositionPatient", "position"),
+            ("ImageOrientationPatient", "orientation"),
+            ("PixelSpacing", "pixel_spacing"),
+        )
         if any(getattr(s, attr) is None for s in kept)
     ]
     if missing:
@@ -313,7 +331,8 @@ def _select_slices(plan: SeriesPlan, candidates: list[SliceRef]) -> list[SliceRe
     if others:
         if others > MAX_LOCALIZER_SLICES or others >= main_count:
             _fail(
-                plan, SeriesReason.INCONSISTENT_ORIENTATION,
+                plan,
+                SeriesReason.INCONSISTENT_ORIENTATION,
                 f"{len(by_orientation)} slice orientations ({main_count} vs {others} slices); expected one. "
                 "Export each orientation as its own series",
             )
@@ -330,7 +349,8 @@ def _select_slices(plan: SeriesPlan, candidates: list[SliceRef]) -> list[SliceRe
     spacings = np.array([s.pixel_spacing for s in kept])
     if np.ptp(spacings, axis=0).max() > PIXEL_SPACING_TOL_MM:
         _fail(
-            plan, SeriesReason.INCONSISTENT_PIXEL_SPACING,
+            plan,
+            SeriesReason.INCONSISTENT_PIXEL_SPACING,
             f"pixel spacing varies {spacings.min():.4f}-{spacings.max():.4f} mm (tol {PIXEL_SPACING_TOL_MM}); "
             "expected one pixel spacing",
         )
@@ -360,13 +380,15 @@ def _check_stack(plan: SeriesPlan, slices: list[SliceRef], options: ReadOptions)
         acquisitions = {plan.slices[i].acquisition for i in range(len(plan.slices))}
         if len(acquisitions) > 1:
             _fail(
-                plan, SeriesReason.MIXED_SERIES,
+                plan,
+                SeriesReason.MIXED_SERIES,
                 f"{dup.size} duplicate slice positions (first at {where:.2f} mm along the normal) from "
                 f"{len(acquisitions)} acquisitions; expected one stack. Split the series by AcquisitionNumber",
             )
         else:
             _fail(
-                plan, SeriesReason.DUPLICATE_POSITION,
+                plan,
+                SeriesReason.DUPLICATE_POSITION,
                 f"{dup.size + 1} slices share the position {where:.2f} mm along the normal; expected one slice per "
                 "position. Remove the duplicate files",
             )
@@ -405,7 +427,8 @@ def _check_stack(plan: SeriesPlan, slices: list[SliceRef], options: ReadOptions)
         plan.tilt_deg = float(np.degrees(np.arctan2(np.linalg.norm(plan.offsets_mm[-1]), extent)))
         if not options.correct_tilt:
             _fail(
-                plan, SeriesReason.GANTRY_TILT,
+                plan,
+                SeriesReason.GANTRY_TILT,
                 f"gantry tilt of {plan.tilt_deg:.2f} degrees (slices drift {in_plane:.2f} mm in-plane); "
                 "expected an orthogonal stack. Allow tilt correction to resample it",
             )
@@ -427,7 +450,9 @@ def plan_series(group: SeriesGroup, options: ReadOptions = ReadOptions()) -> Ser
     ds = group.first
     modality = str(ds.get("Modality", "") or "").upper()
     plan = SeriesPlan(
-        group=group, label=series_label(group), modality=modality,
+        group=group,
+        label=series_label(group),
+        modality=modality,
         description=str(ds.get("SeriesDescription", "") or "").strip(),
     )
     if group.uid_missing:
@@ -444,7 +469,8 @@ def plan_series(group: SeriesGroup, options: ReadOptions = ReadOptions()) -> Ser
         return plan
     if len(slices) < options.min_slices:
         return _fail(
-            plan, SeriesReason.TOO_FEW_SLICES,
+            plan,
+            SeriesReason.TOO_FEW_SLICES,
             f"{len(slices)} slice(s), expected at least {options.min_slices} to form a volume",
         )
     _check_stack(plan, slices, options)

@@ -80,8 +80,13 @@ def _resample_onto_orthogonal(plan: SeriesPlan, hu: np.ndarray, fill_hu: float) 
                 sampled[k] = hu[k].astype(np.float32, copy=False)
             else:
                 sampled[k] = ndimage.affine_transform(
-                    hu[k].astype(np.float32, copy=False), np.eye(2), offset=shift, output_shape=(rows, cols),
-                    order=1, mode="constant", cval=fill_hu,
+                    hu[k].astype(np.float32, copy=False),
+                    np.eye(2),
+                    offset=shift,
+                    output_shape=(rows, cols),
+                    order=1,
+                    mode="constant",
+                    cval=fill_hu,
                 )
             for old in [key for key in sampled if key < k - 1]:
                 del sampled[old]
@@ -121,7 +126,7 @@ def assemble_volume(plan: SeriesPlan, options: ReadOptions = ReadOptions()) -> V
     pad_mask = _padding_mask(plan, stored) if options.padding_hu is not None else None
     slopes = np.array([s.slope for s in plan.slices])
     intercepts = np.array([s.intercept for s in plan.slices])
-    hu = rescale_to_hu(stored, slopes, intercepts)
+    hu = rescale_to_hu(stored, slopes, intercepts, overwrite_input=True)
     if pad_mask is not None and pad_mask.any():
         assert options.padding_hu is not None
         if hu.dtype == np.int16 and not float(options.padding_hu).is_integer():
