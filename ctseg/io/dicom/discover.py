@@ -203,9 +203,11 @@ def discover(root: Path) -> Discovery:
         except Exception as exc:  # pydicom raises many types for non-DICOM or damaged bytes
             ignored.append(IgnoredFile(path, f"not a readable DICOM file ({type(exc).__name__})"))
             continue
-        reason = _non_image_reason(ds)
-        if reason is None and "SOPClassUID" not in ds and "Modality" not in ds:
-            reason = "not a DICOM file (no SOP class or modality)"
+        has_meta = getattr(ds, "file_meta", None) is not None and len(ds.file_meta) > 0
+        if not has_meta and "SOPClassUID" not in ds and "Modality" not in ds:
+            reason: str | None = "not a DICOM file (no DICOM header found)"
+        else:
+            reason = _non_image_reason(ds)
         if reason:
             ignored.append(IgnoredFile(path, reason))
             continue

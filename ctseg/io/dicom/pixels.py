@@ -126,6 +126,8 @@ def read_stored_frames(f: DicomFile) -> np.ndarray:
             SeriesReason.UNREADABLE_FILE,
             f"{f.path.name}: pixel data cannot be decoded ({type(exc).__name__}: {exc}); re-export or remove the file",
         ) from exc
+    if arr.dtype.byteorder not in ("=", "|"):
+        arr = arr.astype(arr.dtype.newbyteorder("="))  # big-endian files decode to big-endian arrays
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim != 3:

@@ -1,0 +1,177 @@
+"""Configuration: frozen dataclasses, 1:1 with YAML, strict keys.
+
+An unknown key anywhere raises :class:`~ctseg.errors.ConfigError` listing the valid keys, so a typo never silently
+falls back to a default. Configs hold data only: no expressions, no code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar, Union
+
+import yaml
+
+from ctseg.errors import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network. ``channels`` per level; the deepest level's stride pattern follows ``strides``."""
+
+    architecture: str = "unet"  # "unet" (MONAI UNet, residual units) or "dynunet" (nnU-Net-like, MONAI DynUNet)
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    strides: tuple[tuple[int, int, int], ...] = ((2, 2, 2), (2, 2, 2), (2, 2, 2))
+    num_res_units: int = 1
+    deep_supervision: bool = False
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How a CT becomes the network's input."""
+
+    target_spacing_mm: tuple[float, float, float] = (1.5, 1.5, 1.5)
+    normalization: str = "window"  # "window" (fixed level/width -> [0, 1]) or "zscore" (percentile clip + z-score)
+    window_level_hu: float = 40.0
+    window_width_hu: float = 400.0
+    clip_lower_hu: float = -1024.0
+    clip_upper_hu: float = 3071.0
+    mean_hu: float = 0.0
+    std_hu: float = 1.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and sampling."""
+
+    epochs: int = 50
+    steps_per_epoch: int = 50
+    batch_size: int = 2
+    patch_size: tuple[int, int, int] = (64, 64, 64)
+    optimizer: str = "adamw"  # "adamw" (cosine annealing) or "sgd" (Nesterov, poly decay)
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-5
+    grad_clip: float = 12.0
+    grad_accumulation: int = 1
+    loss: str = "dice_ce"  # "dice_ce" or "dice"
+    foreground_fraction: float = 0.33
+    augment: bool = True
+    amp: bool = True
+    num_workers: int = 1
+    val_every: int = 5
+    checkpoint_minutes: float = 10.0
+    seed: int = 0
+    deterministic: bool = False
+
+
+@dataclass(frozen=True)
+class InferConfig:
+    """Sliding-window inference."""
+
+    overlap: float = 0.5
+    batch_size: int = 1
+    tta: bool = False
+    amp: bool = True
+    largest_component: bool = False
+    fill_holes: bool = False
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a training run needs besides the data; what ``--config`` YAML files hold."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return from_dict(tp, value, where=where)  # type: ignore[arg-type]
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, where) for v in value)
+        if len(args) != len(value):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)} ({value!r})")
+        return tuple(_convert(a, v, where) for a, v in zip(args, value, strict=True))
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if value is None else _convert(args[0], value, where)
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, str, bool) and type(value) is not tp:
+        raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(cls: type[T], data: dict[str, Any], *, where: str = "config") -> T:
+    """Build dataclass ``cls`` from a mapping; unknown keys and wrong types raise :class:`ConfigError`."""
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(valid))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}")
+    return cls(**{k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()})
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """A plain, YAML/JSON-ready dict (tuples become lists)."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(obj))  # type: ignore[no-any-return]
+
+
+def load_run_config(path: Path) -> RunConfig:
+    """Read a YAML run config (any subset of sections and keys).
+
+    Raises
+    ------
+    ConfigError
+        For unreadable YAML, unknown keys or wrong types.
+    """
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return from_dict(RunConfig, data, where=Path(path).name)
+
+
+def merge(base: T, overrides: dict[str, Any]) -> T:
+    """``base`` with nested ``overrides`` applied (strict keys)."""
+    merged = to_dict(base)
+
+    def deep(dst: dict[str, Any], src: dict[str, Any]) -> None:
+        for k, v in src.items():
+            if isinstance(v, dict) and isinstance(dst.get(k), dict):
+                deep(dst[k], v)
+            else:
+                dst[k] = v
+
+    deep(merged, overrides)
+    return from_dict(type(base), merged)
+
+
+def dump_yaml(obj: Any) -> str:
+    """YAML text of a config dataclass."""
+    return yaml.safe_dump(to_dict(obj), sort_keys=False)
