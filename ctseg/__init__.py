@@ -4,8 +4,22 @@ The building blocks are :class:`~ctseg.volume.Geometry` and :class:`~ctseg.volum
 :mod:`ctseg.io`, preprocessing in :mod:`ctseg.preprocess`.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ctseg.volume import Geometry, Volume
 
 __version__ = "0.1.0"
 
-__all__ = ["Geometry", "Volume", "__version__"]
+__all__ = ["Geometry", "Volume", "__version__", "load_model", "segment"]
+
+if TYPE_CHECKING:
+    from ctseg.infer import load_model, segment
+
+
+def __getattr__(name: str) -> Any:
+    # torch is imported only when the inference API is used, so `import ctseg` stays fast.
+    if name in ("load_model", "segment"):
+        import ctseg.infer
+
+        return getattr(ctseg.infer, name)
+    raise AttributeError(f"module 'ctseg' has no attribute {name!r}")

@@ -108,8 +108,8 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)} ({value!r})")
         return tuple(_convert(a, v, where) for a, v in zip(args, value, strict=True))
     if origin in (Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return None if value is None else _convert(args[0], value, where)
+        members = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if value is None else _convert(members[0], value, where)
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if tp in (int, str, bool) and type(value) is not tp:

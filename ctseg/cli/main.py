@@ -254,6 +254,152 @@ def demo(out_dir: Path, seed: int) -> None:
         click.echo(line)
 
 
+def _parse_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``("train.epochs=5", "model.channels=[8,16]")`` -> nested dict (values parsed as YAML)."""
+    import yaml
+
+    from ctseg.errors import ConfigError
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or "." not in key:
+            raise ConfigError(f"--set {pair!r} is not SECTION.KEY=VALUE (e.g. train.epochs=5)")
+        section, name = key.split(".", 1)
+        out.setdefault(section, {})[name] = yaml.safe_load(value)
+    return out
+
+
+@cli.command()
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "run_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Run folder: plan, checkpoints, metrics, progress.png.",
+)
+@click.option(
+    "--model-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where the trained model goes (default: models/<run folder name>).",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML with keys overriding the plan (sections model, preprocess, train, infer).",
+)
+@click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Override one config value.")
+@click.option(
+    "--labels",
+    "label_subset",
+    metavar="NAME=VALUE,...",
+    help="Train on some classes of a larger label map, e.g. liver=5,spleen=1.",
+)
+@click.option("--epochs", type=int, help="Number of epochs (also extends a resumed run).")
+@click.option(
+    "--budget",
+    type=click.Choice(["cpu", "gpu"]),
+    default="cpu",
+    show_default=True,
+    help="Plan a network and patch for this compute budget.",
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--deterministic", is_flag=True, help="Bit-for-bit repeatable on CPU (slower).")
+@click.option("--check", is_flag=True, help="Only validate the dataset and exit.")
+@click.option(
+    "--nproc",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Processes (GPUs) on this machine; >1 relaunches under torchrun (DDP).",
+)
+@_user_errors
+def train(
+    dataset: Path,
+    run_dir: Path,
+    model_dir: Path | None,
+    config_path: Path | None,
+    sets: tuple[str, ...],
+    label_subset: str | None,
+    epochs: int | None,
+    budget: str,
+    device: str,
+    resume: bool,
+    deterministic: bool,
+    check: bool,
+    nproc: int,
+) -> None:
+    """Train a 3D U-Net on DATASET (nnU-Net v2 raw layout) and write a model folder.
+
+    Plans the target spacing, normalisation, network and patch from the data (see plan.yaml in the run folder),
+    caches the preprocessed cases once, trains with Dice + cross-entropy and mixed precision, validates with
+    sliding-window inference, checkpoints every epoch and on Ctrl-C/SIGTERM, and keeps the best model.
+
+    \b
+    Examples:
+      ctseg train /data/Dataset001 --out runs/liver --labels liver=5,spleen=1
+      ctseg train /data/Dataset001 --out runs/liver --resume --epochs 80
+      ctseg train /data/Dataset001 --out runs/big --budget gpu --nproc 4
+      torchrun --nproc_per_node=4 -m ctseg train /data/Dataset001 --out runs/big --budget gpu
+    """
+    from ctseg.train.dataset import check_dataset, load_dataset, parse_label_subset
+
+    subset = parse_label_subset(label_subset) if label_subset else None
+    if check:
+        ds = load_dataset(dataset, label_subset=subset)
+        problems = check_dataset(ds)
+        for p in problems:
+            click.echo(p)
+        if problems:
+            raise click.ClickException(f"{len(problems)} problem(s) in {len(ds.cases)} cases")
+        click.echo(f"{dataset}: {len(ds.cases)} cases, classes {ds.labels}: ready to train")
+        return
+    if nproc > 1 and "LOCAL_RANK" not in __import__("os").environ:
+        import subprocess
+
+        args = [a for a in sys.argv[1:] if not a.startswith("--nproc")]
+        if "--nproc" in sys.argv:
+            i = sys.argv.index("--nproc")
+            args = sys.argv[1:i] + sys.argv[i + 2 :]
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "-m", "ctseg", *args]
+        raise SystemExit(subprocess.call(cmd))
+    from ctseg.train.runner import TrainOptions
+    from ctseg.train.runner import train as run_training
+
+    overrides = _parse_overrides(sets)
+    if epochs is not None:
+        overrides.setdefault("train", {})["epochs"] = epochs
+    if deterministic:
+        overrides.setdefault("train", {})["deterministic"] = True
+    if not resume and (run_dir / "checkpoint.pt").exists():
+        from ctseg.errors import ConfigError
+
+        raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+    result = run_training(
+        TrainOptions(
+            dataset=dataset,
+            run_dir=run_dir,
+            model_dir=model_dir,
+            config_path=config_path,
+            overrides=overrides,
+            label_subset=subset,
+            budget=budget,
+            device=device,
+            resume=resume,
+        )
+    )
+    if result.interrupted:
+        click.echo(f"interrupted at step {result.steps}; continue with: ctseg train {dataset} --out {run_dir} --resume")
+        raise SystemExit(130)
+    dice = ", ".join(f"{d:.3f}" for d in result.best_dice)
+    click.echo(f"trained {result.epochs} epochs ({result.steps} steps); best validation Dice per class: {dice}")
+    click.echo(f"model: {result.model_dir}  run: {result.run_dir}")
+
+
 def main() -> None:
     """Entry point for ``python -m ctseg``."""
     cli(prog_name="ctseg")

@@ -1,0 +1,127 @@
+"""``segment()``: a HU :class:`~ctseg.volume.Volume` in, a label ``Volume`` on exactly the input's grid out.
+
+Steps: the model's own preprocessing (resample to its spacing, normalise), sliding-window prediction streamed
+along z (arg-max per finished slab, so memory is bounded), the label map returned onto the input grid with
+:func:`~ctseg.preprocess.spatial.resample_to` (nearest), optional post-processing, then a geometry check.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from ctseg.config import InferConfig
+from ctseg.errors import GeometryError
+from ctseg.infer.model import LoadedModel
+from ctseg.infer.postprocess import fill_holes, keep_largest_component
+from ctseg.infer.sliding_window import Predictor, mirror_tta, predict_labels
+from ctseg.model.unet import main_output
+from ctseg.preprocess.pipeline import background_value, preprocess_image
+from ctseg.preprocess.spatial import resample_to
+from ctseg.volume import Volume
+
+log = logging.getLogger(__name__)
+
+
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for a device: fp16 on CUDA, bf16 on CPUs that support it, else none."""
+    if device.type == "cuda":
+        return torch.float16
+    if device.type == "cpu" and torch.backends.mkldnn.is_available() and _cpu_has_bf16():
+        return torch.bfloat16
+    return None
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags or "avx512bf16" in flags
+
+
+def make_predictor(network: torch.nn.Module, device: torch.device, *, amp: bool = True) -> Predictor:
+    """Wrap a network as a window predictor: device transfer, autocast, inference mode, float32 logits on CPU."""
+    dtype = amp_dtype(device) if amp else None
+
+    def predictor(batch: torch.Tensor) -> torch.Tensor:
+        with (
+            torch.inference_mode(),
+            torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None),
+        ):
+            out = main_output(network(batch.to(device, non_blocking=True)))
+        return out.float().cpu()
+
+    return predictor
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; otherwise ``torch.device(name)``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def segment(
+    volume: Volume,
+    model: LoadedModel,
+    *,
+    config: InferConfig | None = None,
+    device: str | torch.device = "cpu",
+    progress: Callable[[int, int], None] | None = None,
+) -> Volume:
+    """Segment a CT with a loaded model.
+
+    Parameters
+    ----------
+    volume
+        ``(Z, Y, X)`` HU on any grid.
+    model
+        From :func:`ctseg.load_model`.
+    config
+        Overlap, TTA, AMP and post-processing; defaults to the model's own.
+    device
+        ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``.
+    progress
+        Called as ``progress(done_windows, total_windows)``.
+
+    Returns
+    -------
+    Volume
+        ``(Z, Y, X)`` uint8 label map whose geometry equals ``volume.geometry``.
+
+    Raises
+    ------
+    GeometryError
+        If the result's grid differs from the input's (an internal invariant, checked on every call).
+    """
+    cfg = config or model.infer
+    dev = resolve_device(device) if isinstance(device, str) else device
+    model.network.to(dev)
+    pre = preprocess_image(volume, model.preprocess)
+    predictor = make_predictor(model.network, dev, amp=cfg.amp)
+    if cfg.tta:
+        predictor = mirror_tta(predictor)
+    image = torch.from_numpy(np.ascontiguousarray(pre.array))[None]
+    labels = predict_labels(
+        image,
+        predictor,
+        model.patch_size,
+        overlap=cfg.overlap,
+        batch_size=cfg.batch_size,
+        pad_value=background_value(model.preprocess),
+        progress=progress,
+    )
+    out = resample_to(Volume(labels, pre.geometry), volume.geometry, order="nearest")
+    arr = out.array
+    if cfg.largest_component:
+        arr = keep_largest_component(arr)
+    if cfg.fill_holes:
+        arr = fill_holes(arr)
+    result = Volume(arr.astype(np.uint8, copy=False), volume.geometry)
+    if result.geometry != volume.geometry or result.shape != volume.shape:
+        raise GeometryError(f"segment() produced grid {result.geometry} for input grid {volume.geometry}")
+    return result
