@@ -27,11 +27,11 @@ def build_loss(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor
 
     if name == "dice_ce":
         base: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = DiceCELoss(
-            include_background=False, to_onehot_y=True, softmax=True, smooth_nr=1e-5, smooth_dr=1e-5, batch=True
+            include_background=False, to_onehot_y=True, softmax=True, smooth_nr=1e-5, smooth_dr=1e-5, batch=False
         )
     elif name == "dice":
         base = DiceLoss(
-            include_background=False, to_onehot_y=True, softmax=True, smooth_nr=1e-5, smooth_dr=1e-5, batch=True
+            include_background=False, to_onehot_y=True, softmax=True, smooth_nr=1e-5, smooth_dr=1e-5, batch=False
         )
     else:
         raise ConfigError(f"unknown train.loss {name!r}; expected one of {', '.join(LOSSES)}")

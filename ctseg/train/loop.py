@@ -97,7 +97,11 @@ def validate(
     scores = []
     for image, labels in cases:
         pred = predict_labels(
-            torch.from_numpy(np.ascontiguousarray(image))[None], predictor, patch_size, overlap=0.5, pad_value=pad_value
+            torch.from_numpy(np.array(image, dtype=np.float32))[None],
+            predictor,
+            patch_size,
+            overlap=0.5,
+            pad_value=pad_value,
         )
         scores.append(dice_per_class(pred, np.asarray(labels), num_classes))
     model.train(was_training)

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from ctseg import __version__
 from ctseg.config import RunConfig, from_dict, load_run_config, merge, to_dict
-from ctseg.errors import ConfigError
+from ctseg.errors import CheckpointError, ConfigError
 from ctseg.infer.pipeline import amp_dtype
 from ctseg.io.atomic import write_text_atomic
 from ctseg.io.model_files import save_model_files
@@ -165,6 +165,10 @@ def train(options: TrainOptions) -> TrainResult:
     if options.resume:
         import yaml
 
+        if not (run_dir / CHECKPOINT_NAME).is_file() or not plan_path.is_file():
+            raise CheckpointError(
+                f"nothing to resume in {run_dir} (no {CHECKPOINT_NAME} or plan.yaml); start without --resume"
+            )
         config = from_dict(RunConfig, yaml.safe_load(plan_path.read_text()), where="plan.yaml")
         if options.overrides:
             config = merge(config, options.overrides)
@@ -325,6 +329,7 @@ def train(options: TrainOptions) -> TrainResult:
             signal.signal(s, handler)
     if info.is_main:
         if interrupted:
+            checkpoint()  # SIGTERM/SIGINT: keep every finished step
             log.warning("interrupted at step %d; resume with --resume", step)
         elif best < 0:  # no validation ran (e.g. epochs < val_every): keep the final weights
             save_model_files(model_dir, net.state_dict(), {**meta, "training": _summary(epoch, step, [], class_names)})
