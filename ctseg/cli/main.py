@@ -400,6 +400,94 @@ def train(
     click.echo(f"model: {result.model_dir}  run: {result.run_dir}")
 
 
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--model",
+    "model_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="Model folder (model.pt + model.json).",
+)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Output folder.")
+@click.option(
+    "--format",
+    "formats",
+    default="nifti,dicom-seg",
+    show_default=True,
+    help="Comma-separated outputs: nifti, dicom-seg (DICOM SEG only for DICOM input).",
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--tta/--no-tta", default=None, help="Mirroring test-time augmentation (default: the model's).")
+@click.option("--overlap", type=click.FloatRange(0.0, 0.95), default=None, help="Sliding-window overlap (0-0.95).")
+@click.option("--overwrite", is_flag=True, help="Redo cases that are already complete.")
+@click.option("--no-qa", is_flag=True, help="Skip the raw-HU input check.")
+@click.option("--shard", default="0/1", show_default=True, metavar="I/N", help="Process every N-th case from I.")
+@click.option("--subfolders", is_flag=True, help="Treat each subfolder of an INPUT folder as one case.")
+@_user_errors
+def predict(
+    inputs: tuple[Path, ...],
+    model_dir: Path,
+    out_dir: Path,
+    formats: str,
+    device: str,
+    tta: bool | None,
+    overlap: float | None,
+    overwrite: bool,
+    no_qa: bool,
+    shard: str,
+    subfolders: bool,
+) -> None:
+    """Segment every case in INPUTS with one model and write masks, DICOM SEG, statistics and previews.
+
+    INPUTS: DICOM folders (one case each, the series chosen by `ctseg inspect`'s rule), image files, folders of
+    image files, or .txt files listing them. Per case OUT/<case>/ gets mask.nii.gz, seg.dcm, stats.json and
+    preview.png; OUT/manifest.csv records every case. A failing case is recorded and the batch goes on (exit code
+    1 if any failed); a rerun skips finished cases, so an interrupted batch resumes.
+
+    \b
+    Examples:
+      ctseg predict /data/study1 /data/study2 --model models/abdomen --out results
+      ctseg predict cases.txt --model models/abdomen --out results --format nifti
+      ctseg predict /data/cohort --subfolders --model models/abdomen --out results --shard 0/2
+      torchrun --nproc_per_node=4 -m ctseg predict /data/cohort --subfolders --model models/abdomen --out results
+    """
+    from ctseg.errors import ConfigError
+    from ctseg.infer.batch import FORMATS, PredictOptions, predict_batch
+
+    fmt = tuple(f.strip() for f in formats.split(",") if f.strip())
+    bad = [f for f in fmt if f not in FORMATS]
+    if bad or not fmt:
+        raise ConfigError(f"--format {formats!r}: expected a comma-separated subset of {', '.join(FORMATS)}")
+    try:
+        index, count = (int(v) for v in shard.split("/"))
+        if not 0 <= index < count:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"--shard {shard!r}: expected I/N with 0 <= I < N, e.g. 0/2") from None
+    options = PredictOptions(
+        formats=fmt,
+        device=device,
+        overwrite=overwrite,
+        qa=not no_qa,
+        shard=(index, count),
+        subfolders_as_cases=subfolders,
+        tta=tta,
+        overlap=overlap,
+    )
+    results = predict_batch(list(inputs), model_dir, out_dir, options)
+    counts = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}
+    for r in results:
+        if r.status == "failed":
+            click.echo(f"FAILED {r.case}: {r.error}", err=True)
+    click.echo(
+        f"{counts['ok']} done, {counts['skipped']} already complete, {counts['failed']} failed; "
+        f"manifest: {out_dir / 'manifest.csv'}"
+    )
+    if counts["failed"]:
+        raise SystemExit(1)
+
+
 def main() -> None:
     """Entry point for ``python -m ctseg``."""
     cli(prog_name="ctseg")

@@ -1,0 +1,49 @@
+"""Per-structure statistics of a label map over its CT: voxels, volume (mL), HU mean/std, bounding box."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from ctseg.volume import Volume
+
+MM3_PER_ML = 1000.0
+
+
+def structure_stats(labels: Volume, image: Volume, names: dict[int, str]) -> dict[str, Any]:
+    """Statistics for every class in ``names`` (absent classes get zero counts).
+
+    Returns
+    -------
+    dict
+        ``{"voxel_volume_ml": ..., "structures": {name: {label, voxels, volume_ml, mean_hu, std_hu,
+        bbox_index_zyx: [[z0, y0, x0], [z1, y1, x1]] (inclusive), bbox_centre_lps_mm}}}``.
+    """
+    voxel_ml = float(np.prod(labels.geometry.spacing_mm)) / MM3_PER_ML
+    lab = np.asarray(labels.array)
+    hu = np.asarray(image.array)
+    index = sorted(k for k in names if k != 0)
+    counts = ndimage.sum_labels(np.ones_like(lab, dtype=np.float32), lab, index) if index else []
+    sums = ndimage.sum_labels(hu, lab, index) if index else []
+    squares = ndimage.sum_labels(hu.astype(np.float64) ** 2, lab, index) if index else []
+    boxes = ndimage.find_objects(lab, max_label=max(index) if index else 0)
+    out: dict[str, Any] = {}
+    for k, n, s, s2 in zip(index, counts, sums, squares, strict=True):
+        n = int(n)
+        entry: dict[str, Any] = {"label": k, "voxels": n, "volume_ml": round(n * voxel_ml, 3)}
+        if n:
+            mean = float(s) / n
+            entry["mean_hu"] = round(mean, 2)
+            entry["std_hu"] = round(float(np.sqrt(max(float(s2) / n - mean * mean, 0.0))), 2)
+            box = boxes[k - 1]
+            lo = [sl.start for sl in box]
+            hi = [sl.stop - 1 for sl in box]
+            entry["bbox_index_zyx"] = [lo, hi]
+            centre = labels.geometry.index_to_world([[(a + b) / 2 for a, b in zip(lo, hi, strict=True)]])[0]
+            entry["bbox_centre_lps_mm"] = [round(float(v), 2) for v in centre]
+        else:
+            entry.update(mean_hu=None, std_hu=None, bbox_index_zyx=None, bbox_centre_lps_mm=None)
+        out[names[k]] = entry
+    return {"voxel_volume_ml": voxel_ml, "structures": out}
