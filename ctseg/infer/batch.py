@@ -147,7 +147,7 @@ def _read_input(path: Path) -> tuple[Volume, Any]:
     if found.chosen is None:
         from ctseg.io.dicom import read_dicom_series
 
-        read_dicom_series(path)  # raises the specific reason
+        return read_dicom_series(path), None  # raises the specific reason
     return assemble_volume(found.chosen), found.chosen
 
 
@@ -276,7 +276,7 @@ def _gather_manifests(out_dir: Path, rank: int, world: int) -> None:
         dist.init_process_group("gloo")
     dist.barrier()
     if rank == 0:
-        rows = []
+        rows: list[dict[str, str]] = []
         for r in range(world):
             part = out_dir / f"manifest.rank{r}.csv"
             with open(part, newline="") as fp:
