@@ -210,11 +210,12 @@ class Volume:
         """A new volume with ``array`` on this geometry (shape must match)."""
         return Volume(array, self.geometry)
 
-    def to_closest_canonical(self) -> Volume:
+    def to_closest_canonical(self, *, copy: bool = True) -> Volume:
         """Permute and flip axes (no resampling) so axis 0/1/2 point closest to LPS +z/+y/+x (S, P, L).
 
         The world position of every voxel is unchanged; only the indexing changes. Useful to compare two volumes
-        of the same grid stored in different axis orders (e.g. a DICOM stack and a NIfTI file).
+        of the same grid stored in different axis orders (e.g. a DICOM stack and a NIfTI file). With
+        ``copy=False`` the array is a strided view (no memory), e.g. to pick a few display slices.
         """
         d = self.geometry.direction_matrix
         # For each world axis (z, y, x) in turn, the array axis most aligned with it.
@@ -241,4 +242,4 @@ class Volume:
             tuple(origin.tolist()),
             tuple(map(tuple, d.tolist())),
         )
-        return Volume(np.ascontiguousarray(arr), geom)
+        return Volume(np.ascontiguousarray(arr) if copy else arr, geom)

@@ -26,10 +26,15 @@ def write_preview(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    img = image.to_closest_canonical()  # axes: z (S), y (P), x (L)
-    lab = labels.to_closest_canonical()
-    fg = np.argwhere(lab.array > 0)
-    centre = fg.mean(axis=0).round().astype(int) if len(fg) else np.array(lab.shape) // 2
+    img = image.to_closest_canonical(copy=False)  # axes: z (S), y (P), x (L); views, no copy of the scan
+    lab = labels.to_closest_canonical(copy=False)
+    # The centre of the foreground, from per-axis projections (no coordinate list of every voxel).
+    fg = lab.array > 0
+    centre = np.array(lab.shape) // 2
+    if fg.any():
+        for axis in range(3):
+            profile = fg.sum(axis=tuple(a for a in range(3) if a != axis))
+            centre[axis] = int(np.round((profile * np.arange(len(profile))).sum() / profile.sum()))
     lo, hi = WINDOW[0] - WINDOW[1] / 2, WINDOW[0] + WINDOW[1] / 2
     sz, sy, sx = img.geometry.spacing_mm
     views = [

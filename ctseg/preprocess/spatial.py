@@ -245,8 +245,10 @@ def resample_to(
             _labels_onehot(volume.array, lambda a: resample_to(volume.with_array(a), geometry).array), geometry
         )
     fast = None
-    if maps is not None and order in ("linear", "nearest"):
-        fast = _interpolate_fast(volume.array, maps, order == "nearest", fill_value)
+    if maps is not None and order == "linear":
+        # Nearest goes the separable way below: it indexes the label dtype directly (uint8 stays uint8, no
+        # float32 copy of a full-resolution mask), which bounds inference memory on long scans.
+        fast = _interpolate_fast(volume.array, maps, False, fill_value)
     if fast is not None:
         out = fast
     elif maps is not None and order in ("linear", "nearest"):
