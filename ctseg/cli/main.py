@@ -488,6 +488,16 @@ def predict(
         raise SystemExit(1)
 
 
+
+def _register() -> None:
+    """Commands defined in their own modules (they import nothing from here)."""
+    from ctseg.cli.evaluate_cmd import evaluate
+
+    cli.add_command(evaluate)
+
+
+_register()
+
 def main() -> None:
     """Entry point for ``python -m ctseg``."""
     cli(prog_name="ctseg")

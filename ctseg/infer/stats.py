@@ -30,9 +30,9 @@ def structure_stats(labels: Volume, image: Volume, names: dict[int, str]) -> dic
     fg_labels = lab[fg].astype(np.int64)
     fg_hu = np.asarray(image.array)[fg].astype(np.float64)
     length = max(top, int(fg_labels.max(initial=0))) + 1
-    counts = np.bincount(fg_labels, minlength=length)[index] if index else []
-    sums = np.bincount(fg_labels, weights=fg_hu, minlength=length)[index] if index else []
-    squares = np.bincount(fg_labels, weights=fg_hu * fg_hu, minlength=length)[index] if index else []
+    counts = np.bincount(fg_labels, minlength=length)[index]
+    sums = np.bincount(fg_labels, weights=fg_hu, minlength=length)[index]
+    squares = np.bincount(fg_labels, weights=fg_hu * fg_hu, minlength=length)[index]
     del fg_labels, fg_hu, fg
     boxes = ndimage.find_objects(lab, max_label=top)
     out: dict[str, Any] = {}

@@ -1,0 +1,196 @@
+"""Inference benchmark: ctseg predict end to end vs MONAI sliding window vs the pure forward time, and memory.
+
+All in one run, on inputs this script makes (phantom CTs, random-weight networks of realistic size):
+
+1. Speed, on a 300x512x512 CT at (1.0, 0.7, 0.7) mm (200x238x238 at the model's 1.5 mm):
+   - pure forward: the network alone over the same windows ctseg runs (bf16 autocast on CPU), no stitching;
+   - MONAI ``sliding_window_inference`` (Gaussian, overlap 0.5) on the already-preprocessed tensor, same weights;
+   - ctseg ``predict_batch`` end to end in-process (read NIfTI, QA, resample, normalise, sliding window, return to
+     the source grid, write mask.nii.gz, stats.json, preview.png), model already loaded;
+   - the ``ctseg predict`` command as a process (adds Python/torch start-up and model loading).
+   Goal: ctseg end to end <= 1.15x the pure forward time.
+2. Memory: ``ctseg predict`` on a 1000x512x512 CT with a 6-class model, peak RSS of the process (goal < 4 GiB).
+3. Seconds per case with the model loaded once (one ``ctseg predict`` over 3 cases) vs reloaded per case.
+
+Usage: ``python benchmarks/predict.py [--quick] [--workdir DIR] [--out results.json]``. Printing is this script's
+job; the library logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ctseg.config import InferConfig, ModelConfig, PreprocessConfig, to_dict
+from ctseg.infer import load_model
+from ctseg.infer.batch import PredictOptions, predict_batch
+from ctseg.infer.pipeline import make_predictor
+from ctseg.infer.sliding_window import gaussian_weight, window_starts
+from ctseg.io.images import write_image
+from ctseg.io.model_files import save_model_files
+from ctseg.model import build_model
+from ctseg.phantom import make_phantom
+from ctseg.preprocess import resample_to
+from ctseg.preprocess.pipeline import preprocess_image
+from ctseg.volume import Geometry, Volume
+
+LABELS = {0: "background", 1: "liver", 2: "spleen", 3: "kidneys", 4: "lungs", 5: "aorta", 6: "spine"}
+
+
+def make_model(folder: Path, channels: tuple[int, ...], patch: int) -> Path:
+    """A random-weight MONAI UNet artefact with 7 outputs (6 classes + background)."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(channels=channels, strides=((2, 2, 2),) * (len(channels) - 1), num_res_units=1)
+    net = build_model(cfg, 1, len(LABELS))
+    pre = PreprocessConfig(target_spacing_mm=(1.5, 1.5, 1.5), normalization="window", window_level_hu=40.0,
+                           window_width_hu=400.0)
+    meta = {"config": {"model": to_dict(cfg), "preprocess": to_dict(pre), "infer": to_dict(InferConfig())},
+            "labels": {str(k): v for k, v in LABELS.items()}, "colors": {str(k): [200, 40 * k, 50] for k in LABELS if k},
+            "patch_size": [patch] * 3, "in_channels": 1}
+    return save_model_files(folder, net.state_dict(), meta)
+
+
+def make_ct(path: Path, shape: tuple[int, int, int], spacing: tuple[float, float, float]) -> Path:
+    """A phantom CT of ``shape``: built at 1/4 resolution, then linearly upsampled (cheap for 1000 slices)."""
+    small_shape = tuple(max(8, s // 4) for s in shape)
+    small_spacing = tuple(sp * s / ss for sp, s, ss in zip(spacing, shape, small_shape, strict=True))
+    ct, _ = make_phantom(Geometry(small_shape, small_spacing, (0.0, 0.0, 0.0)), seed=1)  # type: ignore[arg-type]
+    target = Geometry(shape, spacing, tuple(o - (ss - s) / 2 for o, s, ss in zip((0.0, 0.0, 0.0), spacing, small_spacing, strict=True)))  # type: ignore[arg-type]
+    big = resample_to(ct, target, fill_value=-1024.0)
+    write_image(Volume(np.round(big.array).astype(np.int16), target), path)
+    return path
+
+
+def timed(fn: Any, repeats: int = 1) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def speed(work: Path, quick: bool) -> dict[str, float]:
+    shape = (100, 256, 256) if quick else (300, 512, 512)
+    spacing = (3.0, 1.4, 1.4) if quick else (1.0, 0.7, 0.7)
+    ct_path = make_ct(work / "ct.nii", shape, spacing)
+    model_dir = make_model(work / "model_big", (32, 64, 128, 256, 320), 96)
+    model = load_model(model_dir)
+    from ctseg.io import read_image
+
+    pre = preprocess_image(read_image(ct_path), model.preprocess)
+    image = torch.from_numpy(np.ascontiguousarray(pre.array))[None, None]
+    patch = model.patch_size
+    z, y, x = pre.shape
+    starts = [(a, b, c) for a in window_starts(max(z, patch[0]), patch[0], 0.5)
+              for b in window_starts(max(y, patch[1]), patch[1], 0.5) for c in window_starts(max(x, patch[2]), patch[2], 0.5)]
+    predictor = make_predictor(model.network, torch.device("cpu"), amp=True)
+    window = torch.zeros(1, 1, *patch)
+    predictor(window)  # warm-up (oneDNN kernels)
+
+    def pure() -> None:
+        for a, b, c in starts:
+            predictor(image[:, :, a : a + patch[0], b : b + patch[1], c : c + patch[2]])
+
+    from monai.inferers import sliding_window_inference
+
+    def monai_sw() -> None:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            sliding_window_inference(image, patch, 1, model.network, overlap=0.5, mode="gaussian")
+
+    def ctseg_e2e() -> None:
+        predict_batch([ct_path], model_dir, work / "out_e2e", PredictOptions(formats=("nifti",), device="cpu",
+                                                                            overwrite=True, progress=False))
+
+    def ctseg_cli() -> None:
+        subprocess.run([sys.executable, "-m", "ctseg", "predict", str(ct_path), "--model", str(model_dir), "--out",
+                        str(work / "out_cli"), "--format", "nifti", "--device", "cpu", "--overwrite"],
+                       check=True, capture_output=True)
+
+    results = {"windows": float(len(starts)), "pure_forward_s": timed(pure), "monai_sliding_window_s": timed(monai_sw),
+               "ctseg_end_to_end_s": timed(ctseg_e2e), "ctseg_cli_s": timed(ctseg_cli)}
+    return results
+
+
+def memory(work: Path, quick: bool) -> dict[str, float]:
+    shape = (250, 256, 256) if quick else (1000, 512, 512)
+    spacing = (2.0, 1.4, 1.4) if quick else (1.0, 0.7, 0.7)
+    ct_path = make_ct(work / "long_ct.nii", shape, spacing)
+    model_dir = make_model(work / "model_small", (16, 32, 64, 128), 64)
+    code = (
+        "import resource, sys\n"
+        "from ctseg.cli.main import cli\n"
+        "try:\n"
+        f"    cli(['predict', {str(ct_path)!r}, '--model', {str(model_dir)!r}, '--out', {str(work / 'out_mem')!r},"
+        " '--format', 'nifti', '--device', 'cpu', '--overwrite'], standalone_mode=False)\n"
+        "finally:\n"
+        "    print('PEAK_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+    )
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    seconds = time.perf_counter() - t
+    peak_kb = [int(line.split()[1]) for line in proc.stderr.splitlines() if line.startswith("PEAK_KB")]
+    if proc.returncode != 0 or not peak_kb:
+        raise RuntimeError(proc.stderr[-3000:])
+    return {"shape_z": float(shape[0]), "peak_rss_gib": peak_kb[0] / 2**20, "seconds": seconds,
+            "input_gib": float(np.prod(shape)) * 2 / 2**30}
+
+
+def per_case(work: Path, quick: bool) -> dict[str, float]:
+    model_dir = make_model(work / "model_small", (16, 32, 64, 128), 64)
+    cases = [make_ct(work / f"case{k}.nii", (60, 128, 128), (3.0, 2.0, 2.0)) for k in range(3)]
+    base = [sys.executable, "-m", "ctseg", "predict", "--model", str(model_dir), "--format", "nifti", "--device", "cpu",
+            "--overwrite"]
+    once = timed(lambda: subprocess.run([*base[:3], *map(str, cases), *base[3:], "--out", str(work / "o1")], check=True,
+                                        capture_output=True))
+    each = timed(lambda: [subprocess.run([*base[:3], str(c), *base[3:], "--out", str(work / "o2")], check=True,
+                                         capture_output=True) for c in cases])
+    return {"loaded_once_s_per_case": once / len(cases), "reloaded_s_per_case": each / len(cases)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small inputs (a smoke run)")
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
+    parser.add_argument("--only", choices=["speed", "memory", "per_case"], default=None)
+    args = parser.parse_args()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="ctseg-bench-predict-"))
+    work.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"threads": torch.get_num_threads(), "quick": args.quick}
+    if args.only in (None, "speed"):
+        s = speed(work, args.quick)
+        results["speed"] = s
+        print(f"1: speed ({int(s['windows'])} windows of 96^3, MONAI UNet 32..320, bf16, overlap 0.5)")
+        for key in ("pure_forward_s", "monai_sliding_window_s", "ctseg_end_to_end_s", "ctseg_cli_s"):
+            print(f"   {key:28s} {s[key]:8.2f} s  {s[key] / s['pure_forward_s']:5.2f}x pure forward")
+        ok = s["ctseg_end_to_end_s"] / s["pure_forward_s"] <= 1.15
+        print(f"   {'PASS' if ok else 'FAIL'} ctseg end to end / pure forward <= 1.15")
+    if args.only in (None, "memory"):
+        m = memory(work, args.quick)
+        results["memory"] = m
+        print(f"2: memory: ctseg predict on a {int(m['shape_z'])}x512x512 CT ({m['input_gib']:.2f} GiB int16), 6 classes:"
+              f" peak RSS {m['peak_rss_gib']:.2f} GiB in {m['seconds']:.0f} s"
+              f"  {'PASS' if m['peak_rss_gib'] < 4 else 'FAIL'} (< 4 GiB)")
+    if args.only in (None, "per_case"):
+        p = per_case(work, args.quick)
+        results["per_case"] = p
+        print(f"3: seconds per case: model loaded once {p['loaded_once_s_per_case']:.2f} s, reloaded per case "
+              f"{p['reloaded_s_per_case']:.2f} s ({p['reloaded_s_per_case'] / p['loaded_once_s_per_case']:.2f}x)")
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2))
+    print(f"peak RSS of this script: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+
+
+if __name__ == "__main__":
+    main()
