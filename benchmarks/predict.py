@@ -35,7 +35,7 @@ from ctseg.config import InferConfig, ModelConfig, PreprocessConfig, to_dict
 from ctseg.infer import load_model
 from ctseg.infer.batch import PredictOptions, predict_batch
 from ctseg.infer.pipeline import make_predictor
-from ctseg.infer.sliding_window import gaussian_weight, window_starts
+from ctseg.infer.sliding_window import window_starts
 from ctseg.io.images import write_image
 from ctseg.io.model_files import save_model_files
 from ctseg.model import build_model
@@ -52,11 +52,16 @@ def make_model(folder: Path, channels: tuple[int, ...], patch: int) -> Path:
     torch.manual_seed(0)
     cfg = ModelConfig(channels=channels, strides=((2, 2, 2),) * (len(channels) - 1), num_res_units=1)
     net = build_model(cfg, 1, len(LABELS))
-    pre = PreprocessConfig(target_spacing_mm=(1.5, 1.5, 1.5), normalization="window", window_level_hu=40.0,
-                           window_width_hu=400.0)
-    meta = {"config": {"model": to_dict(cfg), "preprocess": to_dict(pre), "infer": to_dict(InferConfig())},
-            "labels": {str(k): v for k, v in LABELS.items()}, "colors": {str(k): [200, 40 * k, 50] for k in LABELS if k},
-            "patch_size": [patch] * 3, "in_channels": 1}
+    pre = PreprocessConfig(
+        target_spacing_mm=(1.5, 1.5, 1.5), normalization="window", window_level_hu=40.0, window_width_hu=400.0
+    )
+    meta = {
+        "config": {"model": to_dict(cfg), "preprocess": to_dict(pre), "infer": to_dict(InferConfig())},
+        "labels": {str(k): v for k, v in LABELS.items()},
+        "colors": {str(k): [200, 40 * k, 50] for k in LABELS if k},
+        "patch_size": [patch] * 3,
+        "in_channels": 1,
+    }
     return save_model_files(folder, net.state_dict(), meta)
 
 
@@ -65,7 +70,11 @@ def make_ct(path: Path, shape: tuple[int, int, int], spacing: tuple[float, float
     small_shape = tuple(max(8, s // 4) for s in shape)
     small_spacing = tuple(sp * s / ss for sp, s, ss in zip(spacing, shape, small_shape, strict=True))
     ct, _ = make_phantom(Geometry(small_shape, small_spacing, (0.0, 0.0, 0.0)), seed=1)  # type: ignore[arg-type]
-    target = Geometry(shape, spacing, tuple(o - (ss - s) / 2 for o, s, ss in zip((0.0, 0.0, 0.0), spacing, small_spacing, strict=True)))  # type: ignore[arg-type]
+    target = Geometry(
+        shape,
+        spacing,
+        tuple(o - (ss - s) / 2 for o, s, ss in zip((0.0, 0.0, 0.0), spacing, small_spacing, strict=True)),
+    )  # type: ignore[arg-type]
     big = resample_to(ct, target, fill_value=-1024.0)
     write_image(Volume(np.round(big.array).astype(np.int16), target), path)
     return path
@@ -92,8 +101,12 @@ def speed(work: Path, quick: bool) -> dict[str, float]:
     image = torch.from_numpy(np.ascontiguousarray(pre.array))[None, None]
     patch = model.patch_size
     z, y, x = pre.shape
-    starts = [(a, b, c) for a in window_starts(max(z, patch[0]), patch[0], 0.5)
-              for b in window_starts(max(y, patch[1]), patch[1], 0.5) for c in window_starts(max(x, patch[2]), patch[2], 0.5)]
+    starts = [
+        (a, b, c)
+        for a in window_starts(max(z, patch[0]), patch[0], 0.5)
+        for b in window_starts(max(y, patch[1]), patch[1], 0.5)
+        for c in window_starts(max(x, patch[2]), patch[2], 0.5)
+    ]
     predictor = make_predictor(model.network, torch.device("cpu"), amp=True)
     window = torch.zeros(1, 1, *patch)
     predictor(window)  # warm-up (oneDNN kernels)
@@ -109,16 +122,42 @@ def speed(work: Path, quick: bool) -> dict[str, float]:
             sliding_window_inference(image, patch, 1, model.network, overlap=0.5, mode="gaussian")
 
     def ctseg_e2e() -> None:
-        predict_batch([ct_path], model_dir, work / "out_e2e", PredictOptions(formats=("nifti",), device="cpu",
-                                                                            overwrite=True, progress=False))
+        predict_batch(
+            [ct_path],
+            model_dir,
+            work / "out_e2e",
+            PredictOptions(formats=("nifti",), device="cpu", overwrite=True, progress=False),
+        )
 
     def ctseg_cli() -> None:
-        subprocess.run([sys.executable, "-m", "ctseg", "predict", str(ct_path), "--model", str(model_dir), "--out",
-                        str(work / "out_cli"), "--format", "nifti", "--device", "cpu", "--overwrite"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ctseg",
+                "predict",
+                str(ct_path),
+                "--model",
+                str(model_dir),
+                "--out",
+                str(work / "out_cli"),
+                "--format",
+                "nifti",
+                "--device",
+                "cpu",
+                "--overwrite",
+            ],
+            check=True,
+            capture_output=True,
+        )
 
-    results = {"windows": float(len(starts)), "pure_forward_s": timed(pure), "monai_sliding_window_s": timed(monai_sw),
-               "ctseg_end_to_end_s": timed(ctseg_e2e), "ctseg_cli_s": timed(ctseg_cli)}
+    results = {
+        "windows": float(len(starts)),
+        "pure_forward_s": timed(pure),
+        "monai_sliding_window_s": timed(monai_sw),
+        "ctseg_end_to_end_s": timed(ctseg_e2e),
+        "ctseg_cli_s": timed(ctseg_cli),
+    }
     return results
 
 
@@ -142,19 +181,41 @@ def memory(work: Path, quick: bool) -> dict[str, float]:
     peak_kb = [int(line.split()[1]) for line in proc.stderr.splitlines() if line.startswith("PEAK_KB")]
     if proc.returncode != 0 or not peak_kb:
         raise RuntimeError(proc.stderr[-3000:])
-    return {"shape_z": float(shape[0]), "peak_rss_gib": peak_kb[0] / 2**20, "seconds": seconds,
-            "input_gib": float(np.prod(shape)) * 2 / 2**30}
+    return {
+        "shape_z": float(shape[0]),
+        "peak_rss_gib": peak_kb[0] / 2**20,
+        "seconds": seconds,
+        "input_gib": float(np.prod(shape)) * 2 / 2**30,
+    }
 
 
 def per_case(work: Path, quick: bool) -> dict[str, float]:
     model_dir = make_model(work / "model_small", (16, 32, 64, 128), 64)
     cases = [make_ct(work / f"case{k}.nii", (60, 128, 128), (3.0, 2.0, 2.0)) for k in range(3)]
-    base = [sys.executable, "-m", "ctseg", "predict", "--model", str(model_dir), "--format", "nifti", "--device", "cpu",
-            "--overwrite"]
-    once = timed(lambda: subprocess.run([*base[:3], *map(str, cases), *base[3:], "--out", str(work / "o1")], check=True,
-                                        capture_output=True))
-    each = timed(lambda: [subprocess.run([*base[:3], str(c), *base[3:], "--out", str(work / "o2")], check=True,
-                                         capture_output=True) for c in cases])
+    base = [
+        sys.executable,
+        "-m",
+        "ctseg",
+        "predict",
+        "--model",
+        str(model_dir),
+        "--format",
+        "nifti",
+        "--device",
+        "cpu",
+        "--overwrite",
+    ]
+    once = timed(
+        lambda: subprocess.run(
+            [*base[:3], *map(str, cases), *base[3:], "--out", str(work / "o1")], check=True, capture_output=True
+        )
+    )
+    each = timed(
+        lambda: [
+            subprocess.run([*base[:3], str(c), *base[3:], "--out", str(work / "o2")], check=True, capture_output=True)
+            for c in cases
+        ]
+    )
     return {"loaded_once_s_per_case": once / len(cases), "reloaded_s_per_case": each / len(cases)}
 
 
@@ -179,14 +240,18 @@ def main() -> None:
     if args.only in (None, "memory"):
         m = memory(work, args.quick)
         results["memory"] = m
-        print(f"2: memory: ctseg predict on a {int(m['shape_z'])}x512x512 CT ({m['input_gib']:.2f} GiB int16), 6 classes:"
-              f" peak RSS {m['peak_rss_gib']:.2f} GiB in {m['seconds']:.0f} s"
-              f"  {'PASS' if m['peak_rss_gib'] < 4 else 'FAIL'} (< 4 GiB)")
+        print(
+            f"2: memory: ctseg predict on a {int(m['shape_z'])}x512x512 CT ({m['input_gib']:.2f} GiB int16), 6 classes:"
+            f" peak RSS {m['peak_rss_gib']:.2f} GiB in {m['seconds']:.0f} s"
+            f"  {'PASS' if m['peak_rss_gib'] < 4 else 'FAIL'} (< 4 GiB)"
+        )
     if args.only in (None, "per_case"):
         p = per_case(work, args.quick)
         results["per_case"] = p
-        print(f"3: seconds per case: model loaded once {p['loaded_once_s_per_case']:.2f} s, reloaded per case "
-              f"{p['reloaded_s_per_case']:.2f} s ({p['reloaded_s_per_case'] / p['loaded_once_s_per_case']:.2f}x)")
+        print(
+            f"3: seconds per case: model loaded once {p['loaded_once_s_per_case']:.2f} s, reloaded per case "
+            f"{p['reloaded_s_per_case']:.2f} s ({p['reloaded_s_per_case'] / p['loaded_once_s_per_case']:.2f}x)"
+        )
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
     print(f"peak RSS of this script: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")

@@ -39,20 +39,34 @@ def main() -> None:
     ds = work / "Dataset900_TotalSegAbdomen"
     (ds / "imagesTr").mkdir(parents=True, exist_ok=True)
     (ds / "labelsTr").mkdir(parents=True, exist_ok=True)
-    for link, target in ((ds / "imagesTr" / "abdomen_0000.nii.gz", src / "example_ct.nii.gz"),
-                         (ds / "labelsTr" / "abdomen.nii.gz", src / "example_seg_fast_force_split.nii.gz")):
+    for link, target in (
+        (ds / "imagesTr" / "abdomen_0000.nii.gz", src / "example_ct.nii.gz"),
+        (ds / "labelsTr" / "abdomen.nii.gz", src / "example_seg_fast_force_split.nii.gz"),
+    ):
         if not link.exists():
             link.symlink_to(target.resolve())
     subset = parse_label_subset(CLASSES)
     labels = {"background": 0, **subset}
-    (ds / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "labels": labels, "numTraining": 1,
-                                                 "file_ending": ".nii.gz"}))
+    (ds / "dataset.json").write_text(
+        json.dumps({"channel_names": {"0": "CT"}, "labels": labels, "numTraining": 1, "file_ending": ".nii.gz"})
+    )
     t0 = time.perf_counter()
-    result = train(TrainOptions(
-        dataset=ds, run_dir=work / "run", model_dir=work / "model", label_subset=subset,
-        overrides={"train": {"epochs": args.epochs, "steps_per_epoch": args.steps, "val_every": 5,
-                             "learning_rate": args.lr}},
-    ))
+    result = train(
+        TrainOptions(
+            dataset=ds,
+            run_dir=work / "run",
+            model_dir=work / "model",
+            label_subset=subset,
+            overrides={
+                "train": {
+                    "epochs": args.epochs,
+                    "steps_per_epoch": args.steps,
+                    "val_every": 5,
+                    "learning_rate": args.lr,
+                }
+            },
+        )
+    )
     minutes = (time.perf_counter() - t0) / 60
     image = read_volume(ds / "imagesTr" / "abdomen_0000.nii.gz")
     ref = np.asarray(read_volume(ds / "labelsTr" / "abdomen.nii.gz").array)

@@ -37,6 +37,7 @@ class PreprocessConfig:
     """How a CT becomes the network's input."""
 
     target_spacing_mm: tuple[float, float, float] = (1.5, 1.5, 1.5)
+    reorient: bool = True  # permute/flip axes (lossless) so the network always sees S-P-L ordered arrays
     normalization: str = "window"  # "window" (fixed level/width -> [0, 1]) or "zscore" (percentile clip + z-score)
     window_level_hu: float = 40.0
     window_width_hu: float = 400.0
@@ -61,6 +62,7 @@ class TrainConfig:
     grad_accumulation: int = 1
     loss: str = "dice_ce"  # "dice_ce" or "dice"
     foreground_fraction: float = 0.33
+    mirror_axes: tuple[int, ...] = (0, 1, 2)  # mirroring augmentation; () for lateralised anatomy on small data
     augment: bool = True
     amp: bool = True
     num_workers: int = 1

@@ -40,12 +40,17 @@ def background_value(config: PreprocessConfig) -> float:
     return float(normalize(Volume(air, Geometry((1, 1, 1))), config).array.ravel()[0])
 
 
+def _oriented(volume: Volume, config: PreprocessConfig) -> Volume:
+    # A lossless axis permutation/flip: a prone, a flipped-x and an axial scan all reach the network S-P-L ordered.
+    return volume.to_closest_canonical() if config.reorient else volume
+
+
 def preprocess_image(volume: Volume, config: PreprocessConfig) -> Volume:
-    """Resample a HU volume to the target spacing (linear) and normalise it: ``(Z', Y', X')`` float32."""
-    resampled = resample_to_spacing(volume, config.target_spacing_mm, order="linear")
+    """Reorient (optional), resample a HU volume to the target spacing (linear) and normalise: float32."""
+    resampled = resample_to_spacing(_oriented(volume, config), config.target_spacing_mm, order="linear")
     return normalize(resampled, config)
 
 
 def preprocess_labels(labels: Volume, config: PreprocessConfig) -> Volume:
-    """Resample a label map to the target spacing (per-label linear, then arg-max), on the image's grid."""
-    return resample_to_spacing(labels, config.target_spacing_mm, order="onehot")
+    """The same reorientation and resampling for a label map (per-label linear, then arg-max): the image's grid."""
+    return resample_to_spacing(_oriented(labels, config), config.target_spacing_mm, order="onehot")

@@ -42,12 +42,13 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         foreground_fraction: float,
         augment: bool,
         pad_value: float,
+        mirror_axes: tuple[int, ...] = (0, 1, 2),
         length: int = 1 << 62,
     ) -> None:
         self.cache_dir, self.case_names = Path(cache_dir), list(case_names)
         self.patch = np.array(patch_size)
         self.seed, self.fg_fraction, self.augment, self.pad_value = seed, foreground_fraction, augment, pad_value
-        self.length = length
+        self.length, self.mirror_axes = length, tuple(mirror_axes)
         self._cases: dict[str, CachedCase] = {}
 
     def __len__(self) -> int:
@@ -74,7 +75,7 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         if spatial:
             image, labels = _rotate_scale(image, labels, self.patch, rng)
         if self.augment:
-            image, labels = _mirror(image, labels, rng)
+            image, labels = _mirror(image, labels, rng, self.mirror_axes)
             image = _intensity(image, rng)
         return image[None], labels[None].long()
 
@@ -124,8 +125,11 @@ def _rotate_scale(
     return img[0, 0], lab[0, 0].to(torch.uint8)
 
 
-def _mirror(image: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    axes = [a for a in range(3) if rng.random() < P_MIRROR]
+def _mirror(
+    image: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator, allowed: tuple[int, ...]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    draws = [rng.random() < P_MIRROR for _ in range(3)]  # always three draws: the stream does not depend on config
+    axes = [a for a in range(3) if draws[a] and a in allowed]
     if axes:
         image, labels = torch.flip(image, axes), torch.flip(labels, axes)
     return image, labels

@@ -98,7 +98,7 @@ def _plan(options: TrainOptions, dataset: Dataset) -> tuple[RunConfig, dict[str,
     images, masks = [], []
     for case in dataset.cases:
         image, labels = read_case(case)
-        images.append(image)
+        images.append(image.to_closest_canonical(copy=False))  # plan in the orientation the network sees
         masks.append(dataset.remap(np.asarray(labels.array)))
     stats = compute_intensity_stats(images, masks)
     fp = fingerprint(images, stats, dataset.num_classes)
@@ -231,6 +231,7 @@ def train(options: TrainOptions) -> TrainResult:
         foreground_fraction=t.foreground_fraction,
         augment=t.augment,
         pad_value=pad,
+        mirror_axes=t.mirror_axes,
     )
     loader = DataLoader(
         data,
@@ -253,6 +254,7 @@ def train(options: TrainOptions) -> TrainResult:
         total=total_steps, initial=step, desc="training", unit="step", disable=not (info.is_main and options.progress)
     )
     last_save, epoch_losses, skipped = time.monotonic(), [], 0
+    epoch_start, step_seconds = time.perf_counter(), 0.0
     interrupted = False
 
     def checkpoint() -> None:
@@ -280,6 +282,9 @@ def train(options: TrainOptions) -> TrainResult:
             )
             scheduler.step()
             step += 1
+            now = time.perf_counter()
+            step_seconds += now - epoch_start  # data wait + step; validation and checkpoints excluded
+            epoch_start = now
             if result.skipped:
                 skipped += 1
                 log.warning("step %d skipped: non-finite loss or gradient", step)
@@ -305,6 +310,7 @@ def train(options: TrainOptions) -> TrainResult:
                         "train_loss": float(np.mean(epoch_losses)) if epoch_losses else float("nan"),
                         "lr": scheduler.get_last_lr()[0],
                         "skipped_steps": skipped,
+                        "train_seconds": round(step_seconds, 3),
                     }
                     row.update(
                         {
@@ -316,10 +322,12 @@ def train(options: TrainOptions) -> TrainResult:
                     plot_progress(run_dir, class_names)
                     checkpoint()
                     last_save = time.monotonic()
-                epoch_losses, skipped = [], 0
+                epoch_losses, skipped, step_seconds = [], 0, 0.0
+                epoch_start = time.perf_counter()
             elif info.is_main and time.monotonic() - last_save > t.checkpoint_minutes * 60:
                 checkpoint()  # mid-epoch safety net; resuming repeats the epoch from its start step
                 last_save = time.monotonic()
+                epoch_start = time.perf_counter()
             if ddp.broadcast_flag(info, stop.requested):
                 interrupted = True
                 break

@@ -19,6 +19,7 @@ from ctseg.infer.batch import PredictOptions, predict_case
 from ctseg.infer.qa import InputQAError, check_ct_input
 from ctseg.io import read_volume
 from ctseg.io.dicom.write import write_ct_series
+from ctseg.io.dicom_seg import read_dicom_seg
 from ctseg.io.images import write_image
 from ctseg.io.model_files import save_model_files
 from ctseg.model import build_model
@@ -92,6 +93,12 @@ def test_mask_is_threshold_on_source_grid(tmp_path: Path, name: str) -> None:
     converted = read_volume(tmp_path / "ct.nii.gz")
     assert written.geometry.is_close(converted.geometry, atol_mm=1e-4)
     np.testing.assert_array_equal(written.array, (converted.array > THRESHOLD_HU).astype(np.uint8))
+    # DICOM SEG: read back on the source grid, it equals the threshold voxel for voxel, each frame on its slice.
+    options = PredictOptions(formats=("nifti", "dicom-seg"), device="cpu", qa=False, overwrite=True)
+    assert predict_case("c", folder, model, tmp_path / "out", options).status == "ok"
+    seg, names = read_dicom_seg(tmp_path / "out" / "c" / "seg.dcm", image.geometry)
+    assert names[1] == "dense" and seg.geometry == image.geometry
+    np.testing.assert_array_equal(seg.array, (image.array > THRESHOLD_HU).astype(np.uint8))
     stats = json.loads((tmp_path / "out" / "c" / "stats.json").read_text())
     dense = stats["structures"]["dense"]
     assert dense["voxels"] == int((image.array > THRESHOLD_HU).sum())
@@ -135,7 +142,7 @@ def test_batch_isolates_failures_and_resumes(tmp_path: Path) -> None:
     listing.write_text("\n".join(f"in/{n}" for n in ("good0", "mr", "good1", "truncated", "good2")) + "\n")
     model = _tiny_model(tmp_path)
     out = tmp_path / "out"
-    args = ["predict", str(listing), "--model", str(model), "--out", str(out), "--device", "cpu", "--format", "nifti"]
+    args = ["predict", str(listing), "--model", str(model), "--out", str(out), "--device", "cpu"]
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 1, res.output
     assert "3 done, 0 already complete, 2 failed" in res.output
