@@ -6,7 +6,7 @@ expected and how to fix it. The command-line interface prints such an error as o
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
 class CtsegError(Exception):
@@ -33,7 +33,7 @@ class UnsupportedTransferSyntaxError(CtsegError):
     """Compressed pixel data that no installed decoder can decode."""
 
 
-class SeriesReason(str, Enum):
+class SeriesReason(StrEnum):
     """Why a DICOM series cannot be turned into a volume (or what was corrected on the way)."""
 
     NO_DICOM = "NO_DICOM"

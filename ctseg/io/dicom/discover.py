@@ -17,12 +17,14 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
 from ctseg.errors import DicomSeriesError, SeriesReason
+from ctseg.io.dicom.fast_header import parse_header
 
 log = logging.getLogger(__name__)
 
@@ -112,11 +114,20 @@ def _has_magic(path: Path) -> bool:
 def read_header(path: Path) -> tuple[Dataset, int | None]:
     """Read a DICOM header without pixel data; also return the file offset of the PixelData element, if any.
 
+    Part-10 files in implicit or explicit VR little endian are parsed by
+    :func:`~ctseg.io.dicom.fast_header.parse_header` (one ``open``, only the tags ctseg reads converted); the
+    header is then a :class:`~ctseg.io.dicom.fast_header.FastHeader`, which answers ``get``, ``in``, attribute
+    access and ``file_meta`` as the pydicom ``Dataset`` would. Everything else is read with pydicom.
+
     Raises
     ------
     pydicom.errors.InvalidDicomError
         If the file is not DICOM.
     """
+    fast = parse_header(path)
+    if fast is not None:
+        # Duck-typed: FastHeader stands in for the Dataset wherever ctseg reads a header (see its docstring).
+        return cast(Dataset, fast), fast.pixel_offset
     force = not _has_magic(path)
     with open(path, "rb") as fp, warnings.catch_warnings():
         # pydicom warns about recoverable header oddities (VR mismatches, bad UIDs); they are not ours to print.

@@ -21,6 +21,7 @@ import numpy as np
 
 from ctseg.errors import DicomSeriesError, SeriesReason
 from ctseg.io.dicom.discover import SECONDARY_CAPTURE_SOP_PREFIX, DicomFile, SeriesGroup
+from ctseg.volume import Geometry
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +172,25 @@ class SeriesPlan:
         if not self.usable:
             return None
         return (self.step_mm, *self.pixel_spacing_mm)
+
+    @property
+    def geometry(self) -> Geometry | None:
+        """The output grid (what :func:`~ctseg.io.dicom.stack.assemble_volume` returns), known without pixels.
+
+        Axis 0 runs along the normal, axis 1 along the column cosine, axis 2 along the row cosine; a corrected
+        (tilted) stack's origin moves with its widened field of view. ``None`` when the series is unusable.
+        """
+        shape = self.shape
+        if shape is None or self.offsets_mm is None:
+            return None
+        origin = np.array(self.slices[0].position, dtype=np.float64)
+        if self.needs_resampling:
+            lo = self.offsets_mm.min(axis=0)
+            origin = origin + lo[0] * self.col_cos + lo[1] * self.row_cos
+        # DICOM cosines carry ~6 digits; the closest orthonormal matrix makes the geometry exact.
+        u, _, vt = np.linalg.svd(np.stack([self.normal, self.col_cos, self.row_cos], axis=1))
+        spacing = (self.step_mm, *self.pixel_spacing_mm)
+        return Geometry(shape, spacing, tuple(origin), tuple(map(tuple, u @ vt)))  # type: ignore[arg-type]
 
     @property
     def is_axial(self) -> bool:

@@ -18,7 +18,7 @@ import numpy as np
 
 from ctseg.io.dicom.pixels import read_stored_frames, rescale_to_hu
 from ctseg.io.dicom.series import ReadOptions, SeriesPlan
-from ctseg.volume import Geometry, Volume
+from ctseg.volume import Volume
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,8 @@ def _padding_mask(plan: SeriesPlan, stored: np.ndarray) -> np.ndarray | None:
     return (stored >= lo) & (stored <= hi)
 
 
-def _resample_onto_orthogonal(plan: SeriesPlan, hu: np.ndarray, fill_hu: float) -> tuple[np.ndarray, np.ndarray]:
-    """Resample a sheared and/or non-uniform stack; return the array and the in-plane origin shift (mm)."""
+def _resample_onto_orthogonal(plan: SeriesPlan, hu: np.ndarray, fill_hu: float) -> np.ndarray:
+    """Resample a sheared and/or non-uniform stack onto ``plan.geometry`` (whose origin includes the FOV shift)."""
     from scipy import ndimage
 
     assert plan.positions_mm is not None and plan.offsets_mm is not None
@@ -102,7 +102,7 @@ def _resample_onto_orthogonal(plan: SeriesPlan, hu: np.ndarray, fill_hu: float) 
             out[m] = sample(k + 1)
         else:
             out[m] = (1.0 - w) * sample(k) + w * sample(k + 1)
-    return out, lo
+    return out
 
 
 def assemble_volume(plan: SeriesPlan, options: ReadOptions = ReadOptions()) -> Volume:
@@ -132,15 +132,9 @@ def assemble_volume(plan: SeriesPlan, options: ReadOptions = ReadOptions()) -> V
         if hu.dtype == np.int16 and not float(options.padding_hu).is_integer():
             hu = hu.astype(np.float32)
         hu[pad_mask] = options.padding_hu
-    normal, col_cos, row_cos = plan.normal, plan.col_cos, plan.row_cos
-    origin = np.array(plan.slices[0].position, dtype=np.float64)
+    geometry = plan.geometry
+    assert geometry is not None  # a usable plan always has one
     if plan.needs_resampling:
-        hu, shift_mm = _resample_onto_orthogonal(plan, hu, options.fill_hu)
-        origin = origin + shift_mm[0] * col_cos + shift_mm[1] * row_cos
-    direction = np.stack([normal, col_cos, row_cos], axis=1)
-    # DICOM cosines carry ~6 digits; re-orthonormalise so the geometry is exact.
-    u, _, vt = np.linalg.svd(direction)
-    direction = u @ vt
-    geometry = Geometry(hu.shape, (plan.step_mm, *plan.pixel_spacing_mm), tuple(origin), tuple(map(tuple, direction)))
+        hu = _resample_onto_orthogonal(plan, hu, options.fill_hu)
     log.info("%s: read %d slices -> %s HU %s", plan.label, len(plan.slices), hu.dtype, hu.shape)
     return Volume(hu, geometry)
