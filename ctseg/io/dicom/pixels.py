@@ -55,36 +55,53 @@ def _fast_path_dtype(f: DicomFile) -> np.dtype | None:
     return np.dtype("<i2") if ds.get("PixelRepresentation", 0) == 1 else np.dtype("<u2")
 
 
-def _read_native(f: DicomFile, dtype: np.dtype) -> np.ndarray | None:
-    rows, cols = int(f.header.Rows), int(f.header.Columns)
+def read_native_into(f: DicomFile, dest: np.ndarray) -> bool:
+    """Read an uncompressed little-endian 16-bit slice straight into ``dest`` (a ``(R, C)`` view of the stack).
+
+    Returns ``False`` (``dest`` untouched) when the file is not on this fast path; then use
+    :func:`read_stored_frames`.
+
+    Raises
+    ------
+    DicomSeriesError
+        ``UNREADABLE_FILE`` when the pixel data is truncated.
+    """
+    dtype = _fast_path_dtype(f)
+    rows, cols = int(f.header.get("Rows", 0) or 0), int(f.header.get("Columns", 0) or 0)
+    if dtype is None or dest.dtype != dtype or dest.shape != (rows, cols) or not dest.flags.c_contiguous:
+        return False
     assert f.pixel_offset is not None  # guaranteed by _fast_path_dtype
     with open(f.path, "rb") as fp:
         fp.seek(f.pixel_offset)
         head = fp.read(8)
         if len(head) < 8:
-            return None
-        vr = head[4:6]
-        if transfer_syntax(f) == EXPLICIT_LE and vr in _LONG_VRS:
+            return False
+        explicit = transfer_syntax(f) == EXPLICIT_LE
+        if explicit and head[4:6] in _LONG_VRS:
             length = struct.unpack("<I", fp.read(4))[0]
-        elif transfer_syntax(f) == EXPLICIT_LE:
+        elif explicit:
             length = struct.unpack("<H", head[6:8])[0]
         else:
             length = struct.unpack("<I", head[4:8])[0]
-        count = rows * cols
-        if length == 0xFFFFFFFF or length < count * 2:
-            return None
-        data = np.fromfile(fp, dtype=dtype, count=count)
-    if data.size != count:
+        if length == 0xFFFFFFFF or length < rows * cols * 2:
+            return False
+        got = fp.readinto(memoryview(dest).cast("B"))  # type: ignore[arg-type]  # no intermediate array or copy
+    if got != dest.nbytes:
         raise DicomSeriesError(
             SeriesReason.UNREADABLE_FILE,
-            f"{f.path.name} is truncated: pixel data has {data.size} of {count} values; re-export or remove the file",
+            f"{f.path.name} is truncated: pixel data has {got // 2} of {rows * cols} values; re-export or remove the file",
         )
     bits_stored = int(f.header.get("BitsStored", 16))
     if dtype.kind == "i" and bits_stored < 16:
         # Sign-extend from BitsStored, as the standard defines for signed data with unused high bits.
         shift = 16 - bits_stored
-        data = (data << shift) >> shift
-    return data.reshape(1, rows, cols)
+        np.right_shift(np.left_shift(dest, shift, out=dest), shift, out=dest)
+    return True
+
+
+def native_dtype(f: DicomFile) -> np.dtype | None:
+    """The stored dtype of a file on the fast path (uncompressed LE 16-bit single frame), else ``None``."""
+    return _fast_path_dtype(f)
 
 
 def read_stored_frames(f: DicomFile) -> np.ndarray:
@@ -104,9 +121,9 @@ def read_stored_frames(f: DicomFile) -> np.ndarray:
     """
     dtype = _fast_path_dtype(f)
     if dtype is not None:
-        native = _read_native(f, dtype)
-        if native is not None:
-            return native
+        frame = np.empty((int(f.header.Rows), int(f.header.Columns)), dtype)
+        if read_native_into(f, frame):
+            return frame[None]
     ts = transfer_syntax(f)
     try:
         with warnings.catch_warnings():
@@ -139,7 +156,12 @@ def read_stored_frames(f: DicomFile) -> np.ndarray:
 
 
 def rescale_to_hu(
-    stored: np.ndarray, slopes: np.ndarray, intercepts: np.ndarray, *, overwrite_input: bool = False
+    stored: np.ndarray,
+    slopes: np.ndarray,
+    intercepts: np.ndarray,
+    *,
+    overwrite_input: bool = False,
+    stored_range: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """Apply per-slice rescale slope/intercept: ``HU = stored * slope + intercept``.
 
@@ -152,6 +174,8 @@ def rescale_to_hu(
     overwrite_input
         Allow the int16 result to reuse ``stored``'s memory (saves a copy of the whole stack); off by default so
         the caller's array is left as it was.
+    stored_range
+        ``(min, max)`` of ``stored`` when the caller already knows it (saves two passes over the stack).
 
     Returns
     -------
@@ -170,7 +194,7 @@ def rescale_to_hu(
     intercepts = np.asarray(intercepts, dtype=np.float64)
     integer_lut = bool(np.all(slopes == 1.0) and np.all(intercepts == np.round(intercepts)))
     if integer_lut and stored.dtype.kind in "iu" and stored.size:
-        lo, hi = int(stored.min()), int(stored.max())
+        lo, hi = stored_range if stored_range is not None else (int(stored.min()), int(stored.max()))
         if lo + intercepts.min() >= INT16_MIN and hi + intercepts.max() <= INT16_MAX and hi <= INT16_MAX:
             out = stored.astype(np.int16, copy=not (overwrite_input and stored.dtype == np.int16))
             if np.any(intercepts != 0):

@@ -16,32 +16,41 @@ import logging
 
 import numpy as np
 
-from ctseg.io.dicom.pixels import read_stored_frames, rescale_to_hu
+from ctseg.io.dicom.pixels import native_dtype, read_native_into, read_stored_frames, rescale_to_hu
 from ctseg.io.dicom.series import ReadOptions, SeriesPlan
 from ctseg.volume import Volume
 
 log = logging.getLogger(__name__)
 
 
-def _read_stored_stack(plan: SeriesPlan) -> np.ndarray:
-    """``(N, R, C)`` stored values of the plan's slices, in plan order (each file decoded once)."""
+def _read_stored_stack(plan: SeriesPlan) -> tuple[np.ndarray, tuple[int, int] | None]:
+    """``(N, R, C)`` stored values of the plan's slices, in plan order, and their (min, max) when integer.
+
+    Uncompressed slices are read straight into the preallocated stack; others are decoded (each file once).
+    """
     first = plan.slices[0]
-    out: np.ndarray | None = None
+    dtype = native_dtype(first.file) or np.dtype(np.int32)
+    out = np.empty((len(plan.slices), first.rows, first.cols), dtype=dtype)
+    lo, hi = None, None
     cache: dict[object, np.ndarray] = {}
     for i, s in enumerate(plan.slices):
-        key = s.file.path
-        frames = cache.get(key)
-        if frames is None:
-            frames = read_stored_frames(s.file)
-            if int(s.file.header.get("NumberOfFrames", 1) or 1) > 1:
-                cache[key] = frames
-        if out is None:
-            out = np.empty((len(plan.slices), first.rows, first.cols), dtype=frames.dtype)
-        elif frames.dtype != out.dtype:
-            out = out.astype(np.result_type(out.dtype, frames.dtype))
-        out[i] = frames[s.frame]
-    assert out is not None
-    return out
+        if s.frame != 0 or not read_native_into(s.file, out[i]):
+            frames = cache.get(s.file.path)
+            if frames is None:
+                frames = read_stored_frames(s.file)
+                if frames.shape[0] > 1:
+                    cache[s.file.path] = frames
+            if frames.dtype.kind == "f" or not np.can_cast(frames.dtype, out.dtype):
+                out = out.astype(
+                    np.result_type(out.dtype, frames.dtype, np.int32 if frames.dtype.kind != "f" else np.float32)
+                )
+            out[i] = frames[s.frame]
+        if out.dtype.kind in "iu":
+            # Per-slice range while the slice is in cache: rescale_to_hu needs no extra pass over the stack.
+            smin, smax = int(out[i].min()), int(out[i].max())
+            lo, hi = (smin, smax) if lo is None else (min(lo, smin), max(hi, smax))  # type: ignore[type-var]
+    rng = (lo, hi) if lo is not None and hi is not None and out.dtype.kind in "iu" else None
+    return out, rng
 
 
 def _padding_mask(plan: SeriesPlan, stored: np.ndarray) -> np.ndarray | None:
@@ -122,11 +131,11 @@ def assemble_volume(plan: SeriesPlan, options: ReadOptions = ReadOptions()) -> V
     """
     if plan.error is not None:
         raise plan.error
-    stored = _read_stored_stack(plan)
+    stored, stored_range = _read_stored_stack(plan)
     pad_mask = _padding_mask(plan, stored) if options.padding_hu is not None else None
     slopes = np.array([s.slope for s in plan.slices])
     intercepts = np.array([s.intercept for s in plan.slices])
-    hu = rescale_to_hu(stored, slopes, intercepts, overwrite_input=True)
+    hu = rescale_to_hu(stored, slopes, intercepts, overwrite_input=True, stored_range=stored_range)
     if pad_mask is not None and pad_mask.any():
         assert options.padding_hu is not None
         if hu.dtype == np.int16 and not float(options.padding_hu).is_integer():

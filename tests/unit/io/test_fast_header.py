@@ -383,3 +383,15 @@ def test_read_series_identical_with_and_without_fast_path(tmp_path: Path, implic
     assert fast.geometry == reference.geometry
     np.testing.assert_array_equal(fast.array, reference.array)
     assert fast.array.dtype == reference.array.dtype
+
+
+def test_reading_a_series_never_needs_the_full_pydicom_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every keyword ctseg reads per file is in DECODED; a new one would silently take pydicom's slow path."""
+
+    def refuse(path: Path) -> None:
+        raise AssertionError(f"full pydicom header read for {path.name}: add the keyword to fast_header.DECODED")
+
+    monkeypatch.setattr(importlib.import_module("ctseg.io.dicom.fast_header"), "_load_dataset", refuse)
+    v = make_volume(shape=(4, 6, 5))
+    write_dicom_series(tmp_path / "s", v, extra={"PixelPaddingValue": -3024})
+    assert read_dicom_series(tmp_path / "s").shape == v.shape
