@@ -700,7 +700,7 @@ def environment() -> dict[str, Any]:
         env["torch_threads"] = torch.get_num_threads()
     except Exception:  # noqa: BLE001
         pass
-    exe = shutil.which("dcm2niix")
+    exe = shutil.which("dcm2niix") or shutil.which("dcm2niix", path=str(Path(sys.executable).parent))
     if exe:
         res = subprocess.run([exe, "-v"], capture_output=True, text=True)
         env["dcm2niix"] = (res.stdout.strip().splitlines() or ["?"])[-1]

@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", nargs="?", type=Path, default=DEFAULT_DATA, help="the shared data folder")
     args = parser.parse_args(argv)
-    dcm2niix = shutil.which("dcm2niix")
+    dcm2niix = shutil.which("dcm2niix") or shutil.which("dcm2niix", path=str(Path(sys.executable).parent))
     if dcm2niix is None:
         print("dcm2niix not found on PATH; pip install dcm2niix", file=sys.stderr)
         return 1

@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,8 @@ from ctseg.io.dicom.pixels import read_stored_frames, rescale_to_hu
 from ctseg.io.images import geometry_from_nifti_affine, nifti_affine_from_geometry, read_nifti, volume_to_sitk
 from ctseg.volume import Geometry, Volume
 
-DCM2NIIX = shutil.which("dcm2niix")
+# The venv's own dcm2niix (pip install dcm2niix) even when the venv is not activated (e.g. `.venv/bin/python -m pytest`).
+DCM2NIIX = shutil.which("dcm2niix") or shutil.which("dcm2niix", path=str(Path(sys.executable).parent))
 needs_dcm2niix = pytest.mark.skipif(DCM2NIIX is None, reason="dcm2niix CLI not on PATH (pip install dcm2niix)")
 #: dcm2niix writes affines as float32 and the reference JSON rounds to 6 decimals.
 AFFINE_ATOL_MM = 0.01
