@@ -4,7 +4,7 @@ Per case, ``OUT/<case>/`` receives ``mask.nii.gz``, ``seg.dcm`` (DICOM input), `
 each written atomically, and last ``case.json`` listing them: a case is finished when ``case.json`` says ``ok`` and
 every file it lists exists. ``OUT/manifest.csv`` has one row per case (input, series UID, status, error, seconds
 per phase, outputs). Under torchrun (or ``--shard i/n``) each process takes every n-th case and rank 0 merges the
-per-rank manifests.
+per-shard manifests into ``manifest.csv``.
 """
 
 from __future__ import annotations
@@ -262,26 +262,33 @@ def predict_batch(inputs: list[Path], model_dir: Path, out_dir: Path, options: P
             )
             continue
         results.append(predict_case(name, path, model, out_dir, opts))
-    manifest = out_dir / ("manifest.csv" if world == 1 else f"manifest.rank{rank}.csv")
-    _merge_manifest(manifest, [r.row() for r in results])
-    if world > 1 and "WORLD_SIZE" in os.environ:
-        _gather_manifests(out_dir, rank, world)
+    rows = [r.row() for r in results]
+    if world == 1:
+        _merge_manifest(out_dir / "manifest.csv", rows)
+        return results
+    # Each shard keeps its own part; manifest.csv is the union of the parts present. Under torchrun rank 0 builds
+    # it after a barrier; with --shard (separate processes) every shard rebuilds it when it ends, so the last
+    # shard to finish leaves the complete manifest.
+    _merge_manifest(out_dir / f"manifest.part{rank}of{world}.csv", rows)
+    if "WORLD_SIZE" in os.environ:
+        _barrier()
+    if rank == 0 or "WORLD_SIZE" not in os.environ:
+        parts = []
+        for part in sorted(out_dir.glob(f"manifest.part*of{world}.csv")):
+            with open(part, newline="") as fp:
+                parts.extend(csv.DictReader(fp))
+        _merge_manifest(out_dir / "manifest.csv", parts)
+    if "WORLD_SIZE" in os.environ:
+        _barrier(last=True)
     return results
 
 
-def _gather_manifests(out_dir: Path, rank: int, world: int) -> None:
+def _barrier(*, last: bool = False) -> None:
+    """A gloo barrier across torchrun's processes (CPU or GPU ranks alike); ``last`` leaves the group."""
     import torch.distributed as dist
 
     if not dist.is_initialized():
         dist.init_process_group("gloo")
     dist.barrier()
-    if rank == 0:
-        rows: list[dict[str, str]] = []
-        for r in range(world):
-            part = out_dir / f"manifest.rank{r}.csv"
-            with open(part, newline="") as fp:
-                rows.extend(csv.DictReader(fp))
-            part.unlink()
-        _merge_manifest(out_dir / "manifest.csv", rows)
-    dist.barrier()
-    dist.destroy_process_group()
+    if last:
+        dist.destroy_process_group()

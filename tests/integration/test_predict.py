@@ -231,3 +231,79 @@ def test_predict_option_errors(tmp_path: Path) -> None:
 
 def test_volume_type_unchanged() -> None:
     assert Volume  # the public types are importable from the test module's namespace
+
+
+def _phantom_cases(root: Path, n: int) -> list[Path]:
+    folders = []
+    for k in range(n):
+        ct, _ = make_phantom(Geometry((8, 20, 20), (4.0, 3.0, 3.0), (0.0, 0.0, 5.0 * k)), seed=k)
+        write_ct_series(ct, root / f"case{k}")
+        folders.append(root / f"case{k}")
+    return folders
+
+
+def test_shards_split_cases_and_merge_the_manifest(tmp_path: Path) -> None:
+    _phantom_cases(tmp_path / "cohort", 3)
+    model, out = _tiny_model(tmp_path), tmp_path / "out"
+    for shard in ("0/2", "1/2"):
+        res = CliRunner().invoke(
+            cli,
+            [
+                "predict",
+                str(tmp_path / "cohort"),
+                "--subfolders",
+                "--model",
+                str(model),
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+                "--format",
+                "nifti",
+                "--shard",
+                shard,
+            ],
+        )
+        assert res.exit_code == 0, res.output
+    with open(out / "manifest.csv", newline="") as fp:
+        rows = {r["case"]: r["status"] for r in csv.DictReader(fp)}
+    assert rows == {"case0": "ok", "case1": "ok", "case2": "ok"}
+
+
+@pytest.mark.dist
+def test_torchrun_ranks_split_cases(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    _phantom_cases(tmp_path / "cohort", 3)
+    model, out = _tiny_model(tmp_path), tmp_path / "out"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_port=29541",
+            "-m",
+            "ctseg",
+            "predict",
+            str(tmp_path / "cohort"),
+            "--subfolders",
+            "--model",
+            str(model),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--format",
+            "nifti",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(out / "manifest.csv", newline="") as fp:
+        rows = {r["case"]: r["status"] for r in csv.DictReader(fp)}
+    assert rows == {"case0": "ok", "case1": "ok", "case2": "ok"}
+    assert {(out / f"case{k}" / "mask.nii.gz").is_file() for k in range(3)} == {True}
