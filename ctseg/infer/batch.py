@@ -273,7 +273,7 @@ def predict_batch(inputs: list[Path], model_dir: Path, out_dir: Path, options: P
     if "WORLD_SIZE" in os.environ:
         _barrier()
     if rank == 0 or "WORLD_SIZE" not in os.environ:
-        parts = []
+        parts: list[dict[str, str]] = []
         for part in sorted(out_dir.glob(f"manifest.part*of{world}.csv")):
             with open(part, newline="") as fp:
                 parts.extend(csv.DictReader(fp))

@@ -129,7 +129,7 @@ def sliding_window(
                 acc = torch.cat([acc, torch.zeros((acc.shape[0], grow, yp, xp))], dim=1)
                 wsum = torch.cat([wsum, torch.zeros((grow, yp, xp))], dim=0)
             for (a, b, c), o in zip(chunk, out, strict=True):
-                acc[:, a - base : a - base + pz, b : b + py, c : c + px] += o.mul_(weight)
+                acc[:, a - base : a - base + pz, b : b + py, c : c + px].addcmul_(o, weight)  # no temporary
                 if not argmax_only:  # an arg-max needs no normalisation, so no weight sum either
                     wsum[a - base : a - base + pz, b : b + py, c : c + px] += weight
             done += len(chunk)
