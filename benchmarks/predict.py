@@ -208,12 +208,12 @@ def per_case(work: Path, quick: bool) -> dict[str, float]:
     ]
     once = timed(
         lambda: subprocess.run(
-            [*base[:3], *map(str, cases), *base[3:], "--out", str(work / "o1")], check=True, capture_output=True
+            [*base[:4], *map(str, cases), *base[4:], "--out", str(work / "o1")], check=True, capture_output=True
         )
     )
     each = timed(
         lambda: [
-            subprocess.run([*base[:3], str(c), *base[3:], "--out", str(work / "o2")], check=True, capture_output=True)
+            subprocess.run([*base[:4], str(c), *base[4:], "--out", str(work / "o2")], check=True, capture_output=True)
             for c in cases
         ]
     )

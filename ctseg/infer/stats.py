@@ -10,6 +10,8 @@ from scipy import ndimage
 from ctseg.volume import Volume
 
 MM3_PER_ML = 1000.0
+#: Slices per slab for the statistics pass.
+SLAB = 16
 
 
 def structure_stats(labels: Volume, image: Volume, names: dict[int, str]) -> dict[str, Any]:
@@ -23,17 +25,21 @@ def structure_stats(labels: Volume, image: Volume, names: dict[int, str]) -> dic
     """
     voxel_ml = float(np.prod(labels.geometry.spacing_mm)) / MM3_PER_ML
     lab = np.asarray(labels.array)
+    hu = np.asarray(image.array)
     index = sorted(k for k in names if k != 0)
     top = max(index, default=0)
-    # Only foreground voxels are gathered (in float64): memory stays a fraction of the scan on 1000-slice CTs.
-    fg = lab > 0
-    fg_labels = lab[fg].astype(np.int64)
-    fg_hu = np.asarray(image.array)[fg].astype(np.float64)
-    length = max(top, int(fg_labels.max(initial=0))) + 1
-    counts = np.bincount(fg_labels, minlength=length)[index]
-    sums = np.bincount(fg_labels, weights=fg_hu, minlength=length)[index]
-    squares = np.bincount(fg_labels, weights=fg_hu * fg_hu, minlength=length)[index]
-    del fg_labels, fg_hu, fg
+    length = max(top, int(lab.max(initial=0))) + 1
+    counts = np.zeros(length, np.int64)
+    sums = np.zeros(length)
+    squares = np.zeros(length)
+    # Slab by slab along z: float64 sums with bounded memory, and each slab stays in cache for its three passes.
+    for z0 in range(0, lab.shape[0], SLAB):
+        lab_slab = lab[z0 : z0 + SLAB].ravel()
+        hu_slab = hu[z0 : z0 + SLAB].ravel().astype(np.float64)
+        counts += np.bincount(lab_slab, minlength=length)
+        sums += np.bincount(lab_slab, weights=hu_slab, minlength=length)
+        squares += np.bincount(lab_slab, weights=hu_slab * hu_slab, minlength=length)
+    counts, sums, squares = counts[index], sums[index], squares[index]
     boxes = ndimage.find_objects(lab, max_label=top)
     out: dict[str, Any] = {}
     for k, n, s, s2 in zip(index, counts, sums, squares, strict=True):
