@@ -42,8 +42,8 @@ def structure_stats(labels: Volume, image: Volume, names: dict[int, str]) -> dic
     counts, sums, squares = counts[index], sums[index], squares[index]
     boxes = ndimage.find_objects(lab, max_label=top)
     out: dict[str, Any] = {}
-    for k, n, s, s2 in zip(index, counts, sums, squares, strict=True):
-        n = int(n)
+    for k, count, s, s2 in zip(index, counts, sums, squares, strict=True):
+        n = int(count)
         entry: dict[str, Any] = {"label": k, "voxels": n, "volume_ml": round(n * voxel_ml, 3)}
         if n:
             mean = float(s) / n
