@@ -158,10 +158,8 @@ def _sample_axis(t: object, axis: int, coords: np.ndarray, nearest: bool, fill: 
     return out
 
 
-def _interpolate_fast(
-    array: np.ndarray, maps: list[tuple[int, np.ndarray]], nearest: bool, fill: float
-) -> np.ndarray | None:
-    """``F.interpolate`` when each axis maps as ``src = (dst + 0.5) / s - 0.5`` (edge-aligned, no flip/permute).
+def _interpolate_fast(array: np.ndarray, maps: list[tuple[int, np.ndarray]], fill: float) -> np.ndarray | None:
+    """Trilinear ``upsample`` when each axis maps as ``src = (dst + 0.5) / s - 0.5`` (edge-aligned, no flip/permute).
 
     That is the case for returning a :func:`resample_to_spacing` result onto its source grid, the hot path.
     """
@@ -174,12 +172,13 @@ def _interpolate_fast(
             return None
         scale.append(1.0 / step)
         n_out.append(len(c))
-    # Pad the end by replication so torch's floor(n * s) covers the target; padding does not move the mapping.
-    pad = [max(0, int(np.ceil(n / s)) + 1 - n_in) for n, s, n_in in zip(n_out, scale, array.shape)]
-    src = np.pad(array, [(0, p) for p in pad], mode="edge") if any(pad) else array
-    mode = "nearest-exact" if nearest else "trilinear"
-    out = _torch_interpolate(src.astype(np.float32, copy=False), np.array(scale), tuple(n_out), mode)
-    out = np.array(out, copy=True)
+    import torch
+
+    src = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
+    # The aten kernel takes the exact output size *and* the scale, so no padding, slicing or copy is needed
+    # (F.interpolate would derive the size from the scale, or the scale from the size).
+    out_t = torch.ops.aten.upsample_trilinear3d.default(src, n_out, False, *scale)
+    out = out_t[0, 0].numpy()
     for axis, (_, c) in enumerate(maps):
         outside = (c < -0.5) | (c > array.shape[axis] - 0.5)
         if outside.any():
@@ -248,7 +247,7 @@ def resample_to(
     if maps is not None and order == "linear":
         # Nearest goes the separable way below: it indexes the label dtype directly (uint8 stays uint8, no
         # float32 copy of a full-resolution mask), which bounds inference memory on long scans.
-        fast = _interpolate_fast(volume.array, maps, False, fill_value)
+        fast = _interpolate_fast(volume.array, maps, fill_value)
     if fast is not None:
         out = fast
     elif maps is not None and order in ("linear", "nearest"):
