@@ -29,9 +29,10 @@ CLASSES = "liver=5,spleen=1,kidney_right=2,kidney_left=3,aorta=52"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
-    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--steps", type=int, default=50, help="steps per epoch")
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--lr", type=float, default=1e-2)
+    parser.add_argument("--augment", action="store_true", help="keep augmentation on (off: a pure overfit check)")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
     src = args.data / "totalseg_abdomen"
@@ -63,6 +64,9 @@ def main() -> None:
                     "steps_per_epoch": args.steps,
                     "val_every": 5,
                     "learning_rate": args.lr,
+                # Left/right classes: mirroring would swap kidney_left and kidney_right (and liver/spleen sides).
+                "mirror_axes": [],
+                "augment": args.augment,
                 }
             },
         )

@@ -99,7 +99,7 @@ def _plan(options: TrainOptions, dataset: Dataset) -> tuple[RunConfig, dict[str,
     for case in dataset.cases:
         image, labels = read_case(case)
         images.append(image.to_closest_canonical(copy=False))  # plan in the orientation the network sees
-        masks.append(dataset.remap(np.asarray(labels.array)))
+        masks.append(dataset.remap(np.asarray(labels.to_closest_canonical(copy=False).array)))  # same orientation
     stats = compute_intensity_stats(images, masks)
     fp = fingerprint(images, stats, dataset.num_classes)
     config = make_plan(fp, budget=options.budget)
