@@ -174,7 +174,9 @@ def memory(work: Path, quick: bool) -> dict[str, float]:
         f"    cli(['predict', {str(ct_path)!r}, '--model', {str(model_dir)!r}, '--out', {str(work / 'out_mem')!r},"
         " '--format', 'nifti', '--device', 'cpu', '--overwrite'], standalone_mode=False)\n"
         "finally:\n"
-        "    print('PEAK_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+        # VmHWM is this process's own peak; ru_maxrss would include the parent's RSS inherited through fork/exec.
+        "    hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
+        "    print('PEAK_KB', hwm, file=sys.stderr)\n"
     )
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--steps", type=int, default=50, help="steps per epoch")
-    parser.add_argument("--lr", type=float, default=1e-2)
+    parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--augment", action="store_true", help="keep augmentation on (off: a pure overfit check)")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
