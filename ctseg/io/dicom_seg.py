@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 import ctseg
+from ctseg.colors import PALETTE
 from ctseg.errors import CtsegError
 from ctseg.io.atomic import atomic_path
 from ctseg.io.dicom.series import SeriesPlan
@@ -71,7 +72,6 @@ _TYPE2_KEYWORDS = (
     "PatientName PatientID PatientBirthDate PatientSex AccessionNumber StudyID StudyDate StudyTime ReferringPhysicianName"
 ).split()
 #: Display colours (RGB) for labels the caller gives none for, by label value.
-FALLBACK_RGB = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180)]
 
 
 class DicomSegError(CtsegError, ValueError):
@@ -270,7 +270,7 @@ def write_dicom_seg(
                 f"{MAX_SEGMENT_LABEL_CHARS}: pass a shorter name"
             )
         category, kind = segment_codes(name)
-        rgb = (colors or {}).get(number) or FALLBACK_RGB[(number - 1) % len(FALLBACK_RGB)]
+        rgb = (colors or {}).get(number) or PALETTE[(number - 1) % len(PALETTE)]
         descriptions.append(
             hd.seg.SegmentDescription(
                 segment_number=number,

@@ -22,6 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from ctseg import __version__
+from ctseg.colors import label_colors
 from ctseg.config import RunConfig, from_dict, load_run_config, merge, to_dict
 from ctseg.errors import CheckpointError, ConfigError
 from ctseg.infer.pipeline import amp_dtype
@@ -36,7 +37,6 @@ from ctseg.train.cache import build_cache, open_case
 from ctseg.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from ctseg.train.data import PatchDataset, StepSampler
 from ctseg.train.dataset import Dataset, load_dataset, read_case
-from ctseg.train.labels import label_colors
 from ctseg.train.loop import Amp, train_step, validate
 from ctseg.train.plan import fingerprint, make_plan
 from ctseg.train.records import append_metrics, plot_progress, truncate_metrics, write_manifest

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from ctseg.colors import PALETTE  # distinct colours for labels without one, cycled by label value
 from ctseg.io.atomic import full_suffix
 
 log = logging.getLogger(__name__)
@@ -44,21 +45,6 @@ MAX_DISTINCT_LABELS = 1000
 MASK_TOKENS = frozenset({"mask", "masks", "seg", "segmentation", "label", "labels", "labelmap"})
 #: Folders whose files are label maps (nnU-Net raw layout).
 MASK_FOLDER_PREFIX = "labels"
-#: Distinct colours (RGB) for labels without one, cycled by label value.
-PALETTE: tuple[tuple[int, int, int], ...] = (
-    (230, 25, 75),
-    (60, 180, 75),
-    (255, 225, 25),
-    (0, 130, 200),
-    (245, 130, 48),
-    (145, 30, 180),
-    (70, 240, 240),
-    (240, 50, 230),
-    (210, 245, 60),
-    (250, 190, 212),
-    (0, 128, 128),
-    (220, 190, 255),
-)
 #: Opacity of label layers over the CT.
 LABELS_OPACITY = 0.6
 #: A label painted with a value that has no colour yet is shown in this RGBA (visible, neutral).

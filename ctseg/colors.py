@@ -1,4 +1,6 @@
-"""Display colours for classes: fixed colours for common CT structures, a generic palette otherwise."""
+"""Display colours of classes, shared by training (model.json), DICOM SEG and the napari plugin.
+
+Fixed colours for common CT structures, a generic palette otherwise."""
 
 from __future__ import annotations
 
