@@ -8,13 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
-from torch import nn
 
 from ctseg.cli.main import cli
-from ctseg.config import InferConfig, ModelConfig, PreprocessConfig, RunConfig, to_dict
-from ctseg.infer import LoadedModel, segment
+from ctseg.config import InferConfig, ModelConfig, RunConfig, to_dict
+from ctseg.infer import segment
 from ctseg.infer.batch import PredictOptions, predict_case
 from ctseg.infer.qa import InputQAError, check_ct_input
 from ctseg.io import read_volume
@@ -25,35 +23,10 @@ from ctseg.io.model_files import save_model_files
 from ctseg.model import build_model
 from ctseg.phantom import make_phantom
 from ctseg.volume import Geometry, Volume
+from tests.stand_in import FULL_RANGE, THRESHOLD_HU, threshold_model
 from tests.synthetic import GRADIENT, OBLIQUE, make_volume, oracle_hu, write_dicom_series, write_oracle_series
 
 FINE = {"slope": 0.25, "intercept": -1024.0}
-THRESHOLD_HU = 300.0
-#: A window covering the whole CT range is an invertible map HU -> [0, 1].
-FULL_RANGE = PreprocessConfig(normalization="window", window_level_hu=1023.5, window_width_hu=4095.0)
-
-
-class ThresholdNet(nn.Module):
-    """Logits (background, foreground) = +-(x - t): label 1 exactly where HU > THRESHOLD_HU."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.t = (THRESHOLD_HU - (1023.5 - 4095.0 / 2)) / 4095.0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.t - x, x - self.t], dim=1) * 1000.0
-
-
-def threshold_model(spacing_mm: tuple[float, float, float]) -> LoadedModel:
-    pre = PreprocessConfig(**{**to_dict(FULL_RANGE), "target_spacing_mm": spacing_mm})
-    return LoadedModel(
-        ThresholdNet(),
-        pre,
-        (8, 8, 8),
-        {0: "background", 1: "dense"},
-        {1: (255, 0, 0)},
-        InferConfig(amp=False, overlap=0.5),
-    )
 
 
 def _ct(direction, spacing, descending: bool, tmp_path: Path) -> Path:

@@ -12,22 +12,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
-from ctseg.config import InferConfig, ModelConfig, PreprocessConfig, RunConfig, to_dict
-from ctseg.infer import LoadedModel
+from ctseg.config import InferConfig, ModelConfig, RunConfig, to_dict
 from ctseg.io.dicom import read_dicom_series
 from ctseg.io.images import write_image
 from ctseg.volume import Volume
+from tests.stand_in import FULL_RANGE, THRESHOLD_HU
 from tests.synthetic import GRADIENT, OBLIQUE, make_volume, oracle_hu, write_dicom_series
 
 #: Rescale of the synthetic series: 0.25 HU steps, so HU values are not integers.
 FINE = {"slope": 0.25, "intercept": -1024.0}
 SHAPE = (10, 14, 12)
 SPACING = (2.5, 0.7, 0.9)
-THRESHOLD_HU = 300.0
 #: A window covering the whole CT range: an invertible map HU -> [0, 1].
-FULL_RANGE = PreprocessConfig(normalization="window", window_level_hu=1023.5, window_width_hu=4095.0)
 NAMES = {1: "dense", 2: "core"}
 
 
@@ -39,25 +36,6 @@ class ObliqueCase:
     ct: Volume
     mask_path: Path
     mask: Volume
-
-
-class ThresholdNet(nn.Module):
-    """Logits (background, foreground) = +-(x - t): label 1 exactly where HU > THRESHOLD_HU (as in test_predict)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.t = (THRESHOLD_HU - (1023.5 - 4095.0 / 2)) / 4095.0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.t - x, x - self.t], dim=1) * 1000.0
-
-
-def threshold_model(spacing_mm: tuple[float, float, float]) -> LoadedModel:
-    """A deterministic stand-in model: label 1 ("dense") where HU > 300, on the CT's own spacing."""
-    pre = PreprocessConfig(**{**to_dict(FULL_RANGE), "target_spacing_mm": spacing_mm})
-    return LoadedModel(
-        ThresholdNet(), pre, (8, 8, 8), {0: "background", 1: "dense"}, {1: (255, 0, 0)}, InferConfig(amp=False)
-    )
 
 
 @pytest.fixture

@@ -17,7 +17,11 @@ from ctseg_napari._segment import SegmentationCancelled, load_model_cached, resu
 from ctseg.errors import CheckpointError  # noqa: E402
 from ctseg.io.images import write_image  # noqa: E402
 from ctseg.volume import Volume  # noqa: E402
-from tests.napari.conftest import THRESHOLD_HU, ObliqueCase, threshold_model  # noqa: E402
+from tests.napari.conftest import ObliqueCase  # noqa: E402
+from tests.stand_in import (
+    THRESHOLD_HU,  # noqa: E402
+    threshold_model,  # noqa: E402
+)
 from tests.synthetic import make_volume  # noqa: E402
 
 

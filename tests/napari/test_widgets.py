@@ -24,7 +24,8 @@ from ctseg.infer.batch import PredictOptions, predict_case  # noqa: E402
 from ctseg.io.dicom_seg import read_dicom_seg  # noqa: E402
 from ctseg.io.images import read_image  # noqa: E402
 from ctseg.preprocess import WINDOW_PRESETS  # noqa: E402
-from tests.napari.conftest import ObliqueCase, threshold_model  # noqa: E402
+from tests.napari.conftest import ObliqueCase  # noqa: E402
+from tests.stand_in import threshold_model  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:Non-orthogonal slicing:UserWarning")
 PLUGIN = "ctseg-napari"
