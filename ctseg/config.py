@@ -19,6 +19,11 @@ from ctseg.errors import ConfigError
 
 T = TypeVar("T")
 
+#: The values ``ModelConfig.architecture`` may take.
+ARCHITECTURES = ("unet", "dynunet")
+#: The values ``PreprocessConfig.normalization`` may take.
+NORMALIZATIONS = ("window", "zscore")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -142,8 +147,10 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return plain(dataclasses.asdict(obj))  # type: ignore[no-any-return]
 
 
-def load_run_config(path: Path) -> RunConfig:
-    """Read a YAML run config (any subset of sections and keys).
+def read_config_mapping(path: Path) -> dict[str, Any]:
+    """The keys a YAML run config holds (any subset of sections and keys), checked against :class:`RunConfig`.
+
+    Use it to apply only what the user wrote on top of another config (``merge(base, read_config_mapping(p))``).
 
     Raises
     ------
@@ -156,7 +163,19 @@ def load_run_config(path: Path) -> RunConfig:
         raise ConfigError(f"cannot read config {path}: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    return from_dict(RunConfig, data, where=Path(path).name)
+    from_dict(RunConfig, data, where=Path(path).name)
+    return data
+
+
+def load_run_config(path: Path) -> RunConfig:
+    """Read a YAML run config (any subset of sections and keys; the rest keep their defaults).
+
+    Raises
+    ------
+    ConfigError
+        For unreadable YAML, unknown keys or wrong types.
+    """
+    return from_dict(RunConfig, read_config_mapping(path), where=Path(path).name)
 
 
 def merge(base: T, overrides: dict[str, Any]) -> T:

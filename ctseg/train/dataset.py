@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ctseg.errors import ConfigError, CtsegError
+from ctseg.errors import ConfigError, CtsegError, DatasetError
 from ctseg.io import read_volume
 from ctseg.io.atomic import full_suffix
 from ctseg.io.images import IMAGE_SUFFIXES
@@ -26,10 +26,6 @@ GRID_TOL_MM = 1e-3
 #: A raw CT has air near -1000 HU and nothing far above bone/metal.
 AIR_MAX_HU = -500.0
 MAX_PLAUSIBLE_HU = 35000.0
-
-
-class DatasetError(CtsegError, ValueError):
-    """A dataset that does not follow the layout, or a case that fails a check."""
 
 
 @dataclass(frozen=True)
