@@ -34,7 +34,7 @@ status            Dice    HD95 (mm)   NSD     meaning
 ================  ======  ==========  ======  =========================================================
 
 ``inf`` (not NaN) keeps "worst possible" ordered and distinguishable from "not computed"; summaries count and
-exclude non-finite HD95 values explicitly (:mod:`ctseg.evaluate.report`).
+exclude non-finite HD95 values explicitly (:mod:`ctseg.evaluate.summary`).
 
 Examples
 --------
