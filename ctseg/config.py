@@ -2,6 +2,13 @@
 
 An unknown key anywhere raises :class:`~ctseg.errors.ConfigError` listing the valid keys, so a typo never silently
 falls back to a default. Configs hold data only: no expressions, no code.
+
+Naming: a ``*Config`` (here: :class:`ModelConfig`, :class:`PreprocessConfig`, :class:`TrainConfig`,
+:class:`InferConfig`, :class:`RunConfig`) is a persisted setting: it is written to ``plan.yaml`` or ``model.json``
+and a later run or another machine reads it back. An ``*Options`` (``TrainOptions``, ``PredictOptions``,
+``ReadOptions``) is a choice for one run only (paths, device, switches such as ``--resume`` or ``--allow-gaps``),
+built by the command line and never persisted. So the same word can appear in both: ``TrainConfig`` is how a model
+is trained (kept with the run), ``TrainOptions`` is what this invocation of ``ctseg train`` was asked to do.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ from ctseg.io.model_files import ModelCard, TrainingSummary, save_model_files
 from ctseg.preprocess.pipeline import background_value
 from ctseg.train.cache import build_cache, open_case
 from ctseg.train.checkpoint import CHECKPOINT_NAME, TrainState, load_checkpoint, save_checkpoint
-from ctseg.train.dataset import Dataset, load_dataset
+from ctseg.train.dataset import DatasetFolder, load_dataset
 from ctseg.train.loop import train_step, validate
 from ctseg.train.patches import PatchDataset, StepSampler
 from ctseg.train.records import append_metrics, plot_progress, truncate_metrics, write_manifest
@@ -84,7 +84,7 @@ class _Run:
     info: DistInfo
     device: torch.device
     plan: RunPlan
-    dataset: Dataset
+    dataset: DatasetFolder
     model_dir: Path
     val_cases: list[tuple[np.ndarray, np.ndarray]]
     class_names: list[str]
@@ -175,7 +175,7 @@ def _resume(trainer: Trainer, run_dir: Path, info: DistInfo) -> Progress:
 
 
 def _prepare_run(
-    options: TrainOptions, info: DistInfo, device: torch.device, plan: RunPlan, dataset: Dataset, cache_dir: Path
+    options: TrainOptions, info: DistInfo, device: torch.device, plan: RunPlan, dataset: DatasetFolder, cache_dir: Path
 ) -> _Run:
     val_cases = [
         (np.asarray(c.image), np.asarray(c.labels)) for c in (open_case(cache_dir, n) for n in plan.split["val"])

@@ -27,7 +27,7 @@ from ctseg.model import build_loss, build_model
 from ctseg.model.unet import divisor
 from ctseg.preprocess.intensity import compute_intensity_stats
 from ctseg.train.checkpoint import CHECKPOINT_NAME
-from ctseg.train.dataset import Dataset, read_case
+from ctseg.train.dataset import DatasetFolder, read_case
 from ctseg.train.loop import Amp, LossFn
 from ctseg.train.plan import fingerprint, make_plan
 
@@ -74,7 +74,7 @@ class Trainer:
     amp: Amp
 
 
-def plan_run(options: TrainOptions, dataset: Dataset, info: DistInfo) -> RunPlan:
+def plan_run(options: TrainOptions, dataset: DatasetFolder, info: DistInfo) -> RunPlan:
     """A fresh run's plan from the data (and ``--config``/``--set``); the main rank writes it to the run folder."""
     config, fp = _plan(options, dataset)
     if options.overrides:
@@ -142,7 +142,7 @@ def build_trainer(config: RunConfig, num_classes: int, device: torch.device, inf
     return Trainer(net, model, build_loss(t.loss), optimizer, scheduler, scaler, amp)
 
 
-def _split(dataset: Dataset, seed: int) -> dict[str, list[str]]:
+def _split(dataset: DatasetFolder, seed: int) -> dict[str, list[str]]:
     names = [c.name for c in dataset.cases]
     if len(names) == 1:  # a single case: validate on it (an overfit check of the pipeline)
         return {"train": names, "val": names}
@@ -152,7 +152,7 @@ def _split(dataset: Dataset, seed: int) -> dict[str, list[str]]:
     return {"train": sorted(order[n_val:]), "val": sorted(order[:n_val])}
 
 
-def _plan(options: TrainOptions, dataset: Dataset) -> tuple[RunConfig, dict[str, Any]]:
+def _plan(options: TrainOptions, dataset: DatasetFolder) -> tuple[RunConfig, dict[str, Any]]:
     images, masks = [], []
     for case in dataset.cases:
         image, labels = read_case(case)
