@@ -34,6 +34,7 @@ LABEL_RANGE = (0, 255)  # label maps are uint8
 CHANNELS_RANGE = (1, 4096)
 STRIDE_RANGE = (1, 4)
 HU_RANGE = (-10000.0, 40000.0)
+POSITIVE_HU_RANGE = (1e-6, HU_RANGE[1] - HU_RANGE[0])  # widths and standard deviations (the planner's floor is 1e-6)
 INFER_BATCH_RANGE = (1, 1024)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -246,13 +247,24 @@ def _training(value: Any, where: str) -> TrainingSummary | None:
     )
 
 
+def check_settings(model: ModelConfig, preprocess: PreprocessConfig, infer: InferConfig, *, where: str) -> None:
+    """Range-check the settings a model.json records (training calls it before the first step).
+
+    Raises
+    ------
+    ModelFileError
+        Naming the key and its allowed range.
+    """
+    _check_model(model, where)
+    _check_preprocess(preprocess, where)
+    _in_range(infer.overlap, "config.infer.overlap", OVERLAP_RANGE, where)
+    _int(infer.batch_size, "config.infer.batch_size", INFER_BATCH_RANGE, where)
+
+
 def _check_card(card: ModelCard) -> None:
     """Ranges of every value (also for a card built in code, before it is written)."""
     where = META_NAME
-    _check_model(card.model, where)
-    _check_preprocess(card.preprocess, where)
-    _in_range(card.infer.overlap, "config.infer.overlap", OVERLAP_RANGE, where)
-    _int(card.infer.batch_size, "config.infer.batch_size", INFER_BATCH_RANGE, where)
+    check_settings(card.model, card.preprocess, card.infer, where=where)
     if not any(k != 0 for k in card.labels):
         raise _fail(where, "labels", {str(k): v for k, v in card.labels.items()}, "at least one foreground class")
     for k in card.labels:
@@ -291,8 +303,8 @@ def _check_preprocess(p: PreprocessConfig, where: str) -> None:
         raise _fail(where, "config.preprocess.normalization", p.normalization, f"one of {', '.join(NORMALIZATIONS)}")
     for key in ("window_level_hu", "clip_lower_hu", "clip_upper_hu", "mean_hu"):
         _in_range(getattr(p, key), f"config.preprocess.{key}", HU_RANGE, where)
-    _in_range(p.window_width_hu, "config.preprocess.window_width_hu", (1e-3, HU_RANGE[1] - HU_RANGE[0]), where)
-    _in_range(p.std_hu, "config.preprocess.std_hu", (1e-3, HU_RANGE[1] - HU_RANGE[0]), where)
+    _in_range(p.window_width_hu, "config.preprocess.window_width_hu", POSITIVE_HU_RANGE, where)
+    _in_range(p.std_hu, "config.preprocess.std_hu", POSITIVE_HU_RANGE, where)
     if p.clip_lower_hu >= p.clip_upper_hu:
         raise _fail(where, "config.preprocess.clip_lower_hu", p.clip_lower_hu, f"below clip_upper_hu {p.clip_upper_hu}")
 

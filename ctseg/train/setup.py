@@ -21,8 +21,9 @@ from torch.nn.parallel import DistributedDataParallel
 from ctseg.config import RunConfig, from_dict, merge, read_config_mapping, to_dict
 from ctseg.device import amp_dtype
 from ctseg.distributed import DistInfo
-from ctseg.errors import CheckpointError, ConfigError
+from ctseg.errors import CheckpointError, ConfigError, ModelFileError
 from ctseg.io.atomic import write_text_atomic
+from ctseg.io.model_files import check_settings
 from ctseg.model import build_loss, build_model
 from ctseg.model.unet import divisor
 from ctseg.preprocess.intensity import compute_intensity_stats
@@ -113,13 +114,18 @@ def read_run_plan(options: TrainOptions) -> RunPlan:
 
 
 def check_run_config(config: RunConfig, info: DistInfo) -> None:
-    """Refuse a patch the network cannot downsample, or a batch the processes cannot share.
+    """Refuse a patch the network cannot downsample, a batch the processes cannot share, or a setting the model
+    artefact could not record (checked before the first step, not when the model is saved).
 
     Raises
     ------
     ConfigError
-        For either.
+        For any of these.
     """
+    try:
+        check_settings(config.model, config.preprocess, config.infer, where="run config")
+    except ModelFileError as exc:
+        raise ConfigError(f"{exc} (set it with --set or --config)") from None
     div = divisor(config.model)
     bad = [p for p, d in zip(config.train.patch_size, div, strict=True) if p % d]
     if bad:
