@@ -91,6 +91,7 @@ class _Run:
 
     @property
     def run_dir(self) -> Path:
+        """The run folder (plan, checkpoint, metrics, manifest)."""
         return Path(self.options.run_dir)
 
 
