@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from ctseg.config import ModelConfig
-from ctseg.infer.pipeline import amp_dtype
+from ctseg.device import amp_dtype
 from ctseg.model import build_loss, build_model
 from ctseg.phantom import write_phantom_dataset
 from ctseg.train.runner import TrainOptions, train

@@ -6,9 +6,8 @@ The building blocks are :class:`~ctseg.volume.Geometry` and :class:`~ctseg.volum
 
 from typing import TYPE_CHECKING, Any
 
+from ctseg._version import __version__
 from ctseg.volume import Geometry, Volume
-
-__version__ = "0.1.0"
 
 __all__ = ["Geometry", "Volume", "__version__", "load_model", "segment"]
 

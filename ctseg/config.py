@@ -2,6 +2,13 @@
 
 An unknown key anywhere raises :class:`~ctseg.errors.ConfigError` listing the valid keys, so a typo never silently
 falls back to a default. Configs hold data only: no expressions, no code.
+
+Naming: a ``*Config`` (here: :class:`ModelConfig`, :class:`PreprocessConfig`, :class:`TrainConfig`,
+:class:`InferConfig`, :class:`RunConfig`) is a persisted setting: it is written to ``plan.yaml`` or ``model.json``
+and a later run or another machine reads it back. An ``*Options`` (``TrainOptions``, ``PredictOptions``,
+``ReadOptions``) is a choice for one run only (paths, device, switches such as ``--resume`` or ``--allow-gaps``),
+built by the command line and never persisted. So the same word can appear in both: ``TrainConfig`` is how a model
+is trained (kept with the run), ``TrainOptions`` is what this invocation of ``ctseg train`` was asked to do.
 """
 
 from __future__ import annotations
@@ -18,6 +25,11 @@ import yaml
 from ctseg.errors import ConfigError
 
 T = TypeVar("T")
+
+#: The values ``ModelConfig.architecture`` may take.
+ARCHITECTURES = ("unet", "dynunet")
+#: The values ``PreprocessConfig.normalization`` may take.
+NORMALIZATIONS = ("window", "zscore")
 
 
 @dataclass(frozen=True)
@@ -142,8 +154,10 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return plain(dataclasses.asdict(obj))  # type: ignore[no-any-return]
 
 
-def load_run_config(path: Path) -> RunConfig:
-    """Read a YAML run config (any subset of sections and keys).
+def read_config_mapping(path: Path) -> dict[str, Any]:
+    """The keys a YAML run config holds (any subset of sections and keys), checked against :class:`RunConfig`.
+
+    Use it to apply only what the user wrote on top of another config (``merge(base, read_config_mapping(p))``).
 
     Raises
     ------
@@ -156,7 +170,19 @@ def load_run_config(path: Path) -> RunConfig:
         raise ConfigError(f"cannot read config {path}: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    return from_dict(RunConfig, data, where=Path(path).name)
+    from_dict(RunConfig, data, where=Path(path).name)
+    return data
+
+
+def load_run_config(path: Path) -> RunConfig:
+    """Read a YAML run config (any subset of sections and keys; the rest keep their defaults).
+
+    Raises
+    ------
+    ConfigError
+        For unreadable YAML, unknown keys or wrong types.
+    """
+    return from_dict(RunConfig, read_config_mapping(path), where=Path(path).name)
 
 
 def merge(base: T, overrides: dict[str, Any]) -> T:

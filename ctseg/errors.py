@@ -25,12 +25,28 @@ class CheckpointError(CtsegError):
     """A model file that is missing, damaged, or does not match its description."""
 
 
+class ModelFileError(CheckpointError, ValueError):
+    """A ``model.json`` whose content is missing a key, has a wrong type, or holds a value out of its range."""
+
+
 class ImageFormatError(CtsegError, ValueError):
     """A file that is not an image ctseg can read, or an output path whose format is unknown."""
 
 
 class UnsupportedTransferSyntaxError(CtsegError):
     """Compressed pixel data that no installed decoder can decode."""
+
+
+class DatasetError(CtsegError, ValueError):
+    """A dataset that does not follow the layout, or a case that fails a check."""
+
+
+class InputQAError(CtsegError, ValueError):
+    """Input that does not look like raw HU CT."""
+
+
+class EvaluationError(CtsegError, ValueError):
+    """Inputs that cannot be compared: not a label map, mismatched shapes, no matching cases."""
 
 
 class SeriesReason(StrEnum):

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
-from ctseg import __version__
+from ctseg._version import __version__
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -1,5 +1,6 @@
 """Evaluation of predicted label maps against references: per-class metrics and folder reports."""
 
+from ctseg.evaluate.label_names import read_label_names
 from ctseg.evaluate.metrics import (
     ClassMetrics,
     EvaluationError,
@@ -11,7 +12,9 @@ from ctseg.evaluate.metrics import (
     surface_distances,
     volume_difference_ml,
 )
-from ctseg.evaluate.report import ClassSummary, MetricRow, Report, evaluate_folders, format_summary, read_label_names
+from ctseg.evaluate.report import Report, evaluate_folders
+from ctseg.evaluate.summary import ClassSummary, MetricRow
+from ctseg.evaluate.tables import format_summary
 
 __all__ = [
     "ClassMetrics",

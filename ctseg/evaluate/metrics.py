@@ -34,7 +34,7 @@ status            Dice    HD95 (mm)   NSD     meaning
 ================  ======  ==========  ======  =========================================================
 
 ``inf`` (not NaN) keeps "worst possible" ordered and distinguishable from "not computed"; summaries count and
-exclude non-finite HD95 values explicitly (:mod:`ctseg.evaluate.report`).
+exclude non-finite HD95 values explicitly (:mod:`ctseg.evaluate.summary`).
 
 Examples
 --------
@@ -57,7 +57,7 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
-from ctseg.errors import CtsegError
+from ctseg.errors import EvaluationError
 from ctseg.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -74,10 +74,6 @@ LOST_FOREGROUND_WARN = 0.01
 MAX_LABEL_VALUE = 65535
 MAX_CLASSES = 1000
 _FACE_NEIGHBOURS = ndimage.generate_binary_structure(3, 1)
-
-
-class EvaluationError(CtsegError, ValueError):
-    """Inputs that cannot be compared: not a label map, mismatched shapes, no matching cases."""
 
 
 @dataclass(frozen=True)

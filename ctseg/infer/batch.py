@@ -13,15 +13,16 @@ import csv
 import io
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ctseg.device import resolve_device
+from ctseg.distributed import DistInfo, barrier, dist_info_from_env, init_distributed, shutdown
 from ctseg.errors import CtsegError
 from ctseg.infer.model import LoadedModel, load_model
-from ctseg.infer.pipeline import resolve_device, segment
+from ctseg.infer.pipeline import segment
 from ctseg.infer.preview import write_preview
 from ctseg.infer.qa import check_ct_input
 from ctseg.infer.stats import structure_stats
@@ -227,10 +228,8 @@ def _merge_manifest(path: Path, rows: list[dict[str, str]]) -> None:
     write_text_atomic(path, buffer.getvalue())
 
 
-def _rank_and_world(options: PredictOptions) -> tuple[int, int]:
-    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
-        return int(os.environ.get("RANK", 0)), int(os.environ["WORLD_SIZE"])
-    return options.shard
+def _rank_and_world(options: PredictOptions, info: DistInfo) -> tuple[int, int]:
+    return (info.rank, info.world_size) if info.enabled else options.shard
 
 
 def predict_batch(inputs: list[Path], model_dir: Path, out_dir: Path, options: PredictOptions) -> list[CaseResult]:
@@ -243,13 +242,10 @@ def predict_batch(inputs: list[Path], model_dir: Path, out_dir: Path, options: P
     """
     from tqdm.auto import tqdm
 
-    rank, world = _rank_and_world(options)
-    device = options.device
-    if device == "auto" and world > 1 and "LOCAL_RANK" in os.environ:
-        import torch
-
-        device = f"cuda:{os.environ['LOCAL_RANK']}" if torch.cuda.is_available() else "cpu"
-    opts = PredictOptions(**{**options.__dict__, "device": str(resolve_device(device))})
+    info = dist_info_from_env()
+    rank, world = _rank_and_world(options, info)
+    device = resolve_device(options.device, local_rank=info.local_rank if info.enabled else None)
+    opts = PredictOptions(**{**options.__dict__, "device": str(device)})
     cases = expand_inputs(inputs, subfolders_as_cases=options.subfolders_as_cases)[rank::world]
     out_dir.mkdir(parents=True, exist_ok=True)
     model = load_model(model_dir)
@@ -270,25 +266,24 @@ def predict_batch(inputs: list[Path], model_dir: Path, out_dir: Path, options: P
     # it after a barrier; with --shard (separate processes) every shard rebuilds it when it ends, so the last
     # shard to finish leaves the complete manifest.
     _merge_manifest(out_dir / f"manifest.part{rank}of{world}.csv", rows)
-    if "WORLD_SIZE" in os.environ:
-        _barrier()
-    if rank == 0 or "WORLD_SIZE" not in os.environ:
+    if info.enabled:
+        _barrier(info)
+    if rank == 0 or not info.enabled:
         parts: list[dict[str, str]] = []
         for part in sorted(out_dir.glob(f"manifest.part*of{world}.csv")):
             with open(part, newline="") as fp:
                 parts.extend(csv.DictReader(fp))
         _merge_manifest(out_dir / "manifest.csv", parts)
-    if "WORLD_SIZE" in os.environ:
-        _barrier(last=True)
+    if info.enabled:
+        _barrier(info, last=True)
     return results
 
 
-def _barrier(*, last: bool = False) -> None:
+def _barrier(info: DistInfo, *, last: bool = False) -> None:
     """A gloo barrier across torchrun's processes (CPU or GPU ranks alike); ``last`` leaves the group."""
-    import torch.distributed as dist
+    import torch
 
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")
-    dist.barrier()
+    init_distributed(info, torch.device("cpu"))
+    barrier(info)
     if last:
-        dist.destroy_process_group()
+        shutdown(info)

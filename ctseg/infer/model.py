@@ -10,9 +10,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ctseg.config import InferConfig, ModelConfig, PreprocessConfig, from_dict
+from ctseg.config import InferConfig, PreprocessConfig
 from ctseg.errors import CheckpointError, ConfigError
-from ctseg.io.model_files import load_model_files
+from ctseg.io.model_files import ModelCard, load_model_files
 from ctseg.model import build_model
 
 log = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class LoadedModel:
-    """A network in eval mode with its preprocessing, patch size and label names."""
+    """A network in eval mode with its preprocessing, patch size and label names (and the card it came from)."""
 
     network: nn.Module
     preprocess: PreprocessConfig
@@ -28,40 +28,38 @@ class LoadedModel:
     labels: dict[int, str]
     colors: dict[int, tuple[int, int, int]] = field(default_factory=dict)
     infer: InferConfig = field(default_factory=InferConfig)
-    meta: dict[str, Any] = field(default_factory=dict)
+    card: ModelCard | None = None
 
     @property
     def num_classes(self) -> int:
         """Output channels, background included."""
         return max(self.labels) + 1
 
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The ``model.json`` content this model was loaded from (empty for a model built in code)."""
+        return self.card.to_dict() if self.card is not None else {}
 
-def model_from_meta(meta: dict[str, Any], state_dict: dict[str, Any] | None = None) -> LoadedModel:
-    """Rebuild a :class:`LoadedModel` from ``model.json`` content (and weights, when given).
+
+def model_from_card(card: ModelCard, state_dict: dict[str, Any] | None = None) -> LoadedModel:
+    """Rebuild a :class:`LoadedModel` from a validated ``model.json`` (and weights, when given).
 
     Raises
     ------
     CheckpointError
-        If the description is incomplete or the weights do not fit the architecture.
+        If the architecture cannot be built or the weights do not fit it.
     """
     try:
-        cfg = meta["config"]
-        model_cfg = from_dict(ModelConfig, cfg["model"], where="model.json model")
-        pre_cfg = from_dict(PreprocessConfig, cfg["preprocess"], where="model.json preprocess")
-        infer_cfg = from_dict(InferConfig, cfg.get("infer", {}), where="model.json infer")
-        labels = {int(k): str(v) for k, v in meta["labels"].items()}
-        colors = {int(k): (int(v[0]), int(v[1]), int(v[2])) for k, v in meta.get("colors", {}).items()}
-        patch = tuple(int(v) for v in meta["patch_size"])
-    except (KeyError, TypeError, ValueError, ConfigError) as exc:
-        raise CheckpointError(f"model.json is incomplete or invalid: {exc}") from exc
-    network = build_model(model_cfg, int(meta.get("in_channels", 1)), max(labels) + 1)
+        network = build_model(card.model, card.in_channels, card.num_classes)
+    except ConfigError as exc:
+        raise CheckpointError(f"model.json describes a network that cannot be built: {exc}") from exc
     if state_dict is not None:
         try:
             network.load_state_dict(state_dict)
         except RuntimeError as exc:
             raise CheckpointError(f"model.pt does not fit the architecture in model.json: {exc}") from exc
     network.eval()
-    return LoadedModel(network, pre_cfg, patch, labels, colors, infer_cfg, meta)  # type: ignore[arg-type]
+    return LoadedModel(network, card.preprocess, card.patch_size, card.labels, card.colors, card.infer, card)
 
 
 def load_model(path: Path, *, device: str | torch.device = "cpu") -> LoadedModel:
@@ -70,10 +68,10 @@ def load_model(path: Path, *, device: str | torch.device = "cpu") -> LoadedModel
     Raises
     ------
     CheckpointError
-        For a missing, damaged or tampered model.
+        For a missing, damaged or tampered model, or an invalid ``model.json`` (``ModelFileError``).
     """
-    state, meta = load_model_files(Path(path))
-    model = model_from_meta(meta, state)
+    state, card = load_model_files(Path(path))
+    model = model_from_card(card, state)
     model.network.to(device)
     log.info("loaded model %s: %d classes, patch %s", Path(path).name, model.num_classes, model.patch_size)
     return model

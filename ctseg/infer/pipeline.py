@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ctseg.config import InferConfig
+from ctseg.device import amp_dtype, resolve_device
 from ctseg.errors import GeometryError
 from ctseg.infer.model import LoadedModel
 from ctseg.infer.postprocess import fill_holes, keep_largest_component
@@ -24,23 +25,6 @@ from ctseg.preprocess.spatial import resample_to
 from ctseg.volume import Volume
 
 log = logging.getLogger(__name__)
-
-
-def amp_dtype(device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for a device: fp16 on CUDA, bf16 on CPUs that support it, else none."""
-    if device.type == "cuda":
-        return torch.float16
-    if device.type == "cpu" and torch.backends.mkldnn.is_available() and _cpu_has_bf16():
-        return torch.bfloat16
-    return None
-
-
-def _cpu_has_bf16() -> bool:
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags or "avx512bf16" in flags
 
 
 def make_predictor(network: torch.nn.Module, device: torch.device, *, amp: bool = True) -> Predictor:
@@ -56,13 +40,6 @@ def make_predictor(network: torch.nn.Module, device: torch.device, *, amp: bool 
         return out.float().cpu()
 
     return predictor
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; otherwise ``torch.device(name)``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def segment(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ctseg.errors import CtsegError
+from ctseg.errors import InputQAError
 from ctseg.volume import Volume
 
 #: Raw CT has air: its 1st percentile is far below this.
@@ -21,10 +21,6 @@ MIN_SPACING_MM, MAX_SPACING_MM = 0.1, 12.0
 MIN_BODY_FRACTION = 0.005
 #: Sample at most this many voxels for the percentiles (fast on 1000-slice volumes).
 SAMPLE = 2_000_000
-
-
-class InputQAError(CtsegError, ValueError):
-    """Input that does not look like raw HU CT."""
 
 
 def check_ct_input(volume: Volume) -> list[str]:

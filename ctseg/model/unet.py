@@ -10,10 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ctseg.config import ModelConfig
+from ctseg.config import ARCHITECTURES, ModelConfig
 from ctseg.errors import ConfigError
-
-ARCHITECTURES = ("unet", "dynunet")
 
 
 def build_model(config: ModelConfig, in_channels: int, out_channels: int) -> nn.Module:

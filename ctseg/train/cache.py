@@ -19,7 +19,7 @@ import numpy as np
 from ctseg.config import PreprocessConfig, to_dict
 from ctseg.io.atomic import atomic_path, write_text_atomic
 from ctseg.preprocess.pipeline import preprocess_image, preprocess_labels
-from ctseg.train.dataset import Case, Dataset, read_case
+from ctseg.train.dataset import Case, DatasetFolder, read_case
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def _stat_key(path: Path) -> list[object]:
     return [[str(p.relative_to(path.parent)), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
 
 
-def cache_key(dataset: Dataset, config: PreprocessConfig) -> str:
+def cache_key(dataset: DatasetFolder, config: PreprocessConfig) -> str:
     """Hash of the preprocessing config, label mapping and source files."""
     payload = {
         "preprocess": to_dict(config),
@@ -52,7 +52,7 @@ def cache_key(dataset: Dataset, config: PreprocessConfig) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _write_case(folder: Path, dataset: Dataset, case: Case, config: PreprocessConfig, seed: int) -> None:
+def _write_case(folder: Path, dataset: DatasetFolder, case: Case, config: PreprocessConfig, seed: int) -> None:
     image, labels = read_case(case)
     labels = labels.with_array(dataset.remap(np.asarray(labels.array)))
     pre = preprocess_image(image, config)
@@ -71,7 +71,7 @@ def _write_case(folder: Path, dataset: Dataset, case: Case, config: PreprocessCo
     write_text_atomic(folder / f"{case.name}.json", json.dumps(meta))
 
 
-def build_cache(root: Path, dataset: Dataset, config: PreprocessConfig, *, write: bool = True) -> Path:
+def build_cache(root: Path, dataset: DatasetFolder, config: PreprocessConfig, *, write: bool = True) -> Path:
     """Make sure every case is in the cache under ``root``; return the cache folder.
 
     With ``write=False`` (DDP ranks other than 0) nothing is written; the folder is only computed.

@@ -1,4 +1,7 @@
-"""Training datasets in the nnU-Net v2 raw layout, and ``check-dataset`` validation.
+"""The dataset folder on disk (:class:`DatasetFolder`, nnU-Net v2 raw layout): its cases, labels, and checks.
+
+Not to be confused with :class:`~ctseg.train.patches.PatchDataset`, the torch ``Dataset`` of training patches
+sampled from the preprocessed cache of such a folder.
 
 ``imagesTr/{case}_0000.nii.gz`` (or ``.nrrd``/``.mha``, or a DICOM series folder ``imagesTr/{case}_0000/``),
 ``labelsTr/{case}.nii.gz``, and ``dataset.json`` with ``channel_names`` and ``labels`` (name -> value).
@@ -13,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ctseg.errors import ConfigError, CtsegError
+from ctseg.errors import ConfigError, CtsegError, DatasetError
 from ctseg.io import read_volume
 from ctseg.io.atomic import full_suffix
 from ctseg.io.images import IMAGE_SUFFIXES
@@ -28,10 +31,6 @@ AIR_MAX_HU = -500.0
 MAX_PLAUSIBLE_HU = 35000.0
 
 
-class DatasetError(CtsegError, ValueError):
-    """A dataset that does not follow the layout, or a case that fails a check."""
-
-
 @dataclass(frozen=True)
 class Case:
     """One training case: its image (file or DICOM folder) and label map."""
@@ -42,7 +41,7 @@ class Case:
 
 
 @dataclass
-class Dataset:
+class DatasetFolder:
     """A parsed dataset: label names -> training values, and its cases.
 
     ``labels`` maps the *training* class index (1..K, contiguous) to its name; ``source_values`` maps the same index
@@ -95,7 +94,7 @@ def _find_image(images_dir: Path, case: str) -> Path | None:
     return folder if folder.is_dir() else None
 
 
-def load_dataset(root: Path, *, label_subset: dict[str, int] | None = None) -> Dataset:
+def load_dataset(root: Path, *, label_subset: dict[str, int] | None = None) -> DatasetFolder:
     """Read ``dataset.json`` and pair images with labels.
 
     Raises
@@ -142,7 +141,7 @@ def load_dataset(root: Path, *, label_subset: dict[str, int] | None = None) -> D
         cases.append(Case(name, image, label_path))
     if not cases:
         raise DatasetError(f"no label files in {labels_dir}")
-    return Dataset(root, labels, source, cases)
+    return DatasetFolder(root, labels, source, cases)
 
 
 def read_case(case: Case) -> tuple[Volume, Volume]:
@@ -150,7 +149,7 @@ def read_case(case: Case) -> tuple[Volume, Volume]:
     return read_volume(case.image), read_volume(case.label)
 
 
-def check_case(dataset: Dataset, case: Case) -> list[str]:
+def check_case(dataset: DatasetFolder, case: Case) -> list[str]:
     """Problems with one case, each naming the case and the fix; empty when it is fine."""
     problems: list[str] = []
     try:
@@ -183,7 +182,7 @@ def check_case(dataset: Dataset, case: Case) -> list[str]:
     return problems
 
 
-def check_dataset(dataset: Dataset) -> list[str]:
+def check_dataset(dataset: DatasetFolder) -> list[str]:
     """Check every case; return all problems (empty: the dataset is ready to train)."""
     problems: list[str] = []
     for case in dataset.cases:

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from ctseg._version import __version__
 from ctseg.io.atomic import atomic_path, write_text_atomic
 
 
@@ -84,12 +85,10 @@ def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
     import numpy
     import torch
 
-    import ctseg
-
     full = {
         **manifest,
         "versions": {
-            "ctseg": ctseg.__version__,
+            "ctseg": __version__,
             "torch": torch.__version__,
             "numpy": numpy.__version__,
             "python": platform.python_version(),

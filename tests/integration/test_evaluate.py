@@ -14,7 +14,9 @@ from scipy import stats
 
 from ctseg.cli.evaluate_cmd import evaluate
 from ctseg.evaluate import EvaluationError, evaluate_folders, read_label_names
-from ctseg.evaluate.report import ROW_COLUMNS, case_name, find_cases, summarize
+from ctseg.evaluate.cases import case_name, find_cases
+from ctseg.evaluate.summary import summarize
+from ctseg.evaluate.tables import ROW_COLUMNS
 from ctseg.io.images import write_image
 from ctseg.volume import Geometry, Volume
 from tests.unit.evaluate.test_metrics import _flip_permute

@@ -272,3 +272,12 @@ def test_ddp_two_processes_equal_one(phantoms: Path, tmp_path: Path) -> None:
         json.loads((multi / "metrics.jsonl").read_text().splitlines()[-1])["train_loss"],
         atol=1e-2,
     )
+
+
+def test_a_setting_model_json_cannot_record_is_refused_before_training(phantoms: Path, tmp_path: Path) -> None:
+    res = CliRunner().invoke(
+        cli, ["train", str(phantoms), "--out", str(tmp_path / "r"), "--set", "infer.overlap=0.99", *TINY]
+    )
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert "run config: config.infer.overlap is 0.99; expected a number in [0.0, 0.95]" in res.output
+    assert not (tmp_path / "r" / "checkpoint.pt").exists()

@@ -51,3 +51,20 @@ def test_merge_is_strict_and_nested() -> None:
 def test_to_dict_plain() -> None:
     d = to_dict(TrainConfig())
     assert d["patch_size"] == [64, 64, 64] and from_dict(TrainConfig, d) == TrainConfig()
+
+
+def test_config_file_keys_replace_planned_values_even_when_they_equal_the_defaults(tmp_path: Path) -> None:
+    """What the YAML holds is applied on top of a plan; a key written with its default value still counts."""
+    from ctseg.config import read_config_mapping
+
+    planned = merge(RunConfig(), {"preprocess": {"normalization": "zscore"}, "train": {"epochs": 7}})
+    path = tmp_path / "c.yaml"
+    path.write_text("preprocess:\n  normalization: window\n")  # the default, written on purpose
+    cfg = merge(planned, read_config_mapping(path))
+    assert cfg.preprocess.normalization == "window" and cfg.train.epochs == 7
+    path.write_text("- train\n")
+    with pytest.raises(ConfigError, match="expected a mapping at the top level"):
+        read_config_mapping(path)
+    path.write_text("train:\n  epoch: 3\n")
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) epoch"):
+        read_config_mapping(path)

@@ -1,4 +1,7 @@
-"""Patch sampling and augmentation, run in DataLoader workers.
+"""Training patches: :class:`PatchDataset` (the torch ``Dataset`` the DataLoader reads) and :class:`StepSampler`.
+
+Patches are sampled and augmented in DataLoader workers from the preprocessed cache (:mod:`ctseg.train.cache`)
+of a :class:`~ctseg.train.dataset.DatasetFolder`.
 
 Every sample is a pure function of ``(seed, global index)``: the case, the patch centre (foreground-oversampled),
 and every augmentation draw come from ``numpy.random.default_rng([seed, index])``. So the data a step sees does not

@@ -9,8 +9,8 @@ import torch
 from ctseg.config import PreprocessConfig
 from ctseg.phantom import write_phantom_dataset
 from ctseg.train.cache import build_cache, open_case
-from ctseg.train.data import PatchDataset, StepSampler
 from ctseg.train.dataset import load_dataset
+from ctseg.train.patches import PatchDataset, StepSampler
 
 
 @pytest.fixture(scope="module")
