@@ -60,12 +60,12 @@ class DicomImage:
     @property
     def series_number(self) -> str:
         """SeriesNumber as written ("" when absent)."""
-        return str(self.plan.group.first.get("SeriesNumber", "") or "")
+        return str(self.plan.slices[0].file.header.get("SeriesNumber", "") or "")
 
     @property
     def study_uid(self) -> str:
-        """StudyInstanceUID ("" when absent)."""
-        return str(self.plan.group.first.get("StudyInstanceUID", "") or "")
+        """StudyInstanceUID of the read slices ("" when absent); a DICOM SEG of them belongs to this study."""
+        return str(self.plan.slices[0].file.header.get("StudyInstanceUID", "") or "")
 
     @property
     def modality(self) -> str:
