@@ -124,7 +124,6 @@ class StackLayout:
     step_mm: float
     needs_resampling: bool = False
     tilt_deg: float = 0.0
-    warnings: tuple[SeriesWarning, ...] = ()
 
 
 class _SeriesFacts:
@@ -267,9 +266,11 @@ class RejectedSeries(_SeriesFacts):
     skipped: tuple[str, ...] = ()
     warnings: tuple[SeriesWarning, ...] = ()
 
+    #: The stack in slice order when a position check (duplicates, gaps, tilt) refused it; else empty.
+    slices: tuple[SliceRef, ...] = ()
+
     usable: ClassVar[bool] = False
-    #: A rejected series has no stack: no slices, step, tilt, grid or orientation.
-    slices: ClassVar[tuple[SliceRef, ...]] = ()
+    #: A rejected series has no output grid: no step, tilt, shape, spacing or orientation.
     step_mm: ClassVar[float] = 0.0
     tilt_deg: ClassVar[float] = 0.0
     needs_resampling: ClassVar[bool] = False
@@ -486,13 +487,12 @@ def _duplicate_error(info: SeriesInfo, slices: list[SliceRef], t: np.ndarray, du
 
 
 def _steps_layout(
-    info: SeriesInfo, t: np.ndarray, options: ReadOptions
-) -> tuple[float, bool, list[SeriesWarning]] | DicomSeriesError:
-    """Gaps and uneven spacing along the normal: the uniform output step, whether to resample, and the warnings."""
+    info: SeriesInfo, t: np.ndarray, options: ReadOptions, warnings: list[SeriesWarning]
+) -> tuple[float, bool] | DicomSeriesError:
+    """Gaps and uneven spacing along the normal: the uniform output step and whether to resample (warnings added)."""
     steps = np.diff(t)
     typical = _typical_steps(steps)
     gaps = np.flatnonzero(steps > GAP_FACTOR * typical)
-    warnings: list[SeriesWarning] = []
     resample = False
     if gaps.size:
         first = int(gaps[0])
@@ -507,7 +507,7 @@ def _steps_layout(
         warnings.append((SeriesReason.MISSING_SLICE, msg + "; resampled across the gap"))
         resample = True
     if np.ptp(steps) <= SPACING_TOL_MM:
-        return float(np.mean(steps)), resample, warnings
+        return float(np.mean(steps)), resample
     step = float(np.median(np.delete(steps, gaps))) if gaps.size else _uniform_step(steps)
     warnings.append(
         (
@@ -516,13 +516,13 @@ def _steps_layout(
             f"resampled to a uniform {step:.3f} mm",
         )
     )
-    return step, True, warnings
+    return step, True
 
 
 def _check_stack(
-    info: SeriesInfo, slices: list[SliceRef], axes: np.ndarray, options: ReadOptions
+    info: SeriesInfo, slices: list[SliceRef], axes: np.ndarray, options: ReadOptions, warnings: list[SeriesWarning]
 ) -> StackLayout | DicomSeriesError:
-    """Sort by position along the normal and check duplicates, gaps, spacing and tilt.
+    """Sort by position along the normal and check duplicates, gaps, spacing and tilt (corrections go in ``warnings``).
 
     ``axes`` is ``(3, 3)``: row cosine, column cosine and unit normal, one per row.
     """
@@ -540,10 +540,10 @@ def _check_stack(
     dup = np.flatnonzero(np.diff(t) < DUPLICATE_TOL_MM)
     if dup.size:
         return _duplicate_error(info, list(ordered), t, dup)
-    spacing = _steps_layout(info, t, options)
+    spacing = _steps_layout(info, t, options, warnings)
     if isinstance(spacing, DicomSeriesError):
         return spacing
-    step, resample, warnings = spacing
+    step, resample = spacing
     drift = pos - pos[0] - np.outer(t - t[0], normal)
     offsets = np.stack([drift @ col_cos, drift @ row_cos], axis=1)
     in_plane = float(np.abs(offsets).max())
@@ -561,7 +561,7 @@ def _check_stack(
         warnings.append(
             (SeriesReason.GANTRY_TILT, f"gantry tilt of {tilt_deg:.2f} degrees corrected onto an orthogonal grid")
         )
-    return StackLayout(ordered, t, offsets, step, resample, tilt_deg, tuple(warnings))
+    return StackLayout(ordered, t, offsets, step, resample, tilt_deg)
 
 
 def series_info(group: SeriesGroup) -> SeriesInfo:
@@ -594,36 +594,41 @@ def plan_series(group: SeriesGroup, options: ReadOptions = ReadOptions()) -> Ser
     result = _checked(info, options, warnings, skipped)
     for note in skipped:
         log.info("%s: skipped %s", info.label, note)
-    if isinstance(result, DicomSeriesError):
-        return RejectedSeries(info, result, tuple(skipped), tuple(warnings))
     return result
 
 
-def _checked(
-    info: SeriesInfo, options: ReadOptions, warnings: list[SeriesWarning], skipped: list[str]
-) -> CheckedSeries | DicomSeriesError:
+def _checked(info: SeriesInfo, options: ReadOptions, warnings: list[SeriesWarning], skipped: list[str]) -> SeriesCheck:
+    def reject(error: DicomSeriesError, slices: tuple[SliceRef, ...] = ()) -> RejectedSeries:
+        return RejectedSeries(info, error, tuple(skipped), tuple(warnings), slices)
+
     if info.modality != "CT" and not options.allow_non_ct:
-        return _error(
-            info,
-            SeriesReason.NOT_CT,
-            f"modality is {info.modality or 'missing'}, expected CT; pass allow_non_ct to read it",
+        return reject(
+            _error(
+                info,
+                SeriesReason.NOT_CT,
+                f"modality is {info.modality or 'missing'}, expected CT; pass allow_non_ct to read it",
+            )
         )
     candidates = [s for f in info.group.files for s in slices_of(f)]
     slices = _select_slices(info, candidates, skipped)
     if isinstance(slices, DicomSeriesError):
-        return slices
+        return reject(slices)
     if len(slices) < options.min_slices:
-        return _error(
-            info,
-            SeriesReason.TOO_FEW_SLICES,
-            f"{len(slices)} slice(s), expected at least {options.min_slices} to form a volume",
+        return reject(
+            _error(
+                info,
+                SeriesReason.TOO_FEW_SLICES,
+                f"{len(slices)} slice(s), expected at least {options.min_slices} to form a volume",
+            )
         )
     orientation = np.asarray(slices[0].orientation, dtype=np.float64)
     row_cos, col_cos = orientation[:3], orientation[3:]
     normal = np.cross(row_cos, col_cos)
-    layout = _check_stack(info, slices, np.stack([row_cos, col_cos, normal / np.linalg.norm(normal)]), options)
+    normal /= np.linalg.norm(normal)
+    layout = _check_stack(info, slices, np.stack([row_cos, col_cos, normal]), options, warnings)
     if isinstance(layout, DicomSeriesError):
-        return layout
+        along = np.array([s.position for s in slices], dtype=np.float64) @ normal
+        return reject(layout, tuple(slices[i] for i in np.argsort(along, kind="stable")))
     row, col = np.asarray(slices[0].pixel_spacing, dtype=np.float64)
     return CheckedSeries(
         info,
@@ -632,5 +637,5 @@ def _checked(
         (float(col_cos[0]), float(col_cos[1]), float(col_cos[2])),
         (float(row), float(col)),
         tuple(skipped),
-        (*warnings, *layout.warnings),
+        tuple(warnings),
     )
