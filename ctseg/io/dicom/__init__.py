@@ -8,6 +8,7 @@ or :class:`RejectedSeries`), ``stack`` and ``pixels`` (decoding, HU, resampling 
 
 from __future__ import annotations
 
+from ctseg.io.dicom.plan import CheckedSeries, ReadOptions, RejectedSeries, SeriesCheck
 from ctseg.io.dicom.read import (
     DicomImage,
     DicomInspection,
@@ -17,7 +18,6 @@ from ctseg.io.dicom.read import (
     read_dicom_series,
     select_series,
 )
-from ctseg.io.dicom.series import CheckedSeries, ReadOptions, RejectedSeries, SeriesCheck
 
 __all__ = [
     "CheckedSeries",

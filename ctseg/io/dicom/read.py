@@ -1,6 +1,6 @@
 """The public DICOM read call: a folder tree (or file) -> the chosen series' HU :class:`Volume` and its frozen plan.
 
-:func:`read_dicom` returns a :class:`DicomImage`: the volume and the :class:`~ctseg.io.dicom.series.CheckedSeries`
+:func:`read_dicom` returns a :class:`DicomImage`: the volume and the :class:`~ctseg.io.dicom.plan.CheckedSeries`
 it was read from (the series, its instances in slice order with their SOP Instance UIDs and files, the warnings with
 reason codes). Writers that reference the source (DICOM SEG) take that object, so nothing rescans the folder.
 :func:`inspect_dicom` runs the same discovery and checks for every series without reading pixel data.
@@ -17,7 +17,8 @@ from pathlib import Path
 
 from ctseg.errors import DicomSeriesError, SeriesReason
 from ctseg.io.dicom.discover import Discovery, IgnoredFile, discover
-from ctseg.io.dicom.series import CheckedSeries, ReadOptions, SeriesCheck, SeriesWarning, plan_series
+from ctseg.io.dicom.plan import CheckedSeries, ReadOptions, SeriesCheck, SeriesWarning
+from ctseg.io.dicom.series import plan_series
 from ctseg.io.dicom.stack import assemble_volume
 from ctseg.volume import Volume
 

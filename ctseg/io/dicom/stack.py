@@ -1,4 +1,4 @@
-"""From a checked :class:`~ctseg.io.dicom.series.CheckedSeries` to a :class:`~ctseg.volume.Volume` in HU.
+"""From a checked :class:`~ctseg.io.dicom.plan.CheckedSeries` to a :class:`~ctseg.volume.Volume` in HU.
 
 The output grid is always orthogonal: axis 0 along the slice normal (ascending), axis 1 along the column cosine
 (rows), axis 2 along the row cosine (columns); origin at the first slice's ImagePositionPatient.
@@ -17,7 +17,7 @@ import logging
 import numpy as np
 
 from ctseg.io.dicom.pixels import native_dtype, read_native_into, read_stored_frames, rescale_to_hu
-from ctseg.io.dicom.series import CheckedSeries, ReadOptions
+from ctseg.io.dicom.plan import CheckedSeries, ReadOptions
 from ctseg.volume import Volume
 
 log = logging.getLogger(__name__)

@@ -24,8 +24,8 @@ import numpy as np
 import ctseg
 from ctseg.colors import PALETTE
 from ctseg.io.atomic import atomic_path
+from ctseg.io.dicom.plan import CheckedSeries, SeriesCheck
 from ctseg.io.dicom.read import DicomImage
-from ctseg.io.dicom.series import CheckedSeries, SeriesCheck
 from ctseg.io.dicom_seg.codes import segment_codes
 from ctseg.io.dicom_seg.grid import MAX_LABEL, DicomSegError, Plane, place, view
 from ctseg.volume import Volume
