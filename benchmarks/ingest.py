@@ -11,7 +11,7 @@ Sections
 --------
 1. DICOM reading on the Philips 5 mm series and the tilted GE series of ``dcm_qa_ct`` (from ``--data``) and on a
    synthetic ``--slices``-slice 512x512 int16 CT series written here with pydicom. Methods: ctseg
-   ``read_dicom_series``, SimpleITK ``ImageSeriesReader``, plain sequential pydicom, ``dcm2niix`` + nibabel, and the
+   ``read_dicom``, SimpleITK ``ImageSeriesReader``, plain sequential pydicom, ``dcm2niix`` + nibabel, and the
    floor (raw bytes -> ``np.frombuffer`` -> stack -> + intercept). Ratios are to the floor; goal: ctseg <= 2x.
 2. Resampling a 512x512xZ float32 volume, spacing (1.0, 0.7, 0.7) mm (z, y, x), to 1.5 mm isotropic and back.
    Ratios are to ``torch.nn.functional.interpolate``; goal: ctseg <= 1.2x.
@@ -128,10 +128,10 @@ def _torch_default_threads() -> int:
 
 def setup_read_ctseg(p: dict[str, Any]) -> Runner:
     sys.path.insert(0, str(REPO))
-    from ctseg.io.dicom import read_dicom_series
+    from ctseg.io.dicom import read_dicom
 
     folder = Path(p["folder"])
-    return _no_state, lambda _s: read_dicom_series(folder).array
+    return _no_state, lambda _s: read_dicom(folder).volume.array
 
 
 def setup_read_sitk(p: dict[str, Any]) -> Runner:
@@ -712,12 +712,12 @@ def profile_read(folder: Path, top: int) -> None:
     import pstats
 
     sys.path.insert(0, str(REPO))
-    from ctseg.io.dicom import read_dicom_series
+    from ctseg.io.dicom import CheckedSeries, read_dicom
     from ctseg.io.dicom.discover import discover
     from ctseg.io.dicom.series import plan_series
     from ctseg.io.dicom.stack import assemble_volume
 
-    read_dicom_series(folder)  # warm imports and caches
+    read_dicom(folder)  # warm imports and caches
     best = [float("inf")] * 3
     for _ in range(3):
         t0 = time.perf_counter()
@@ -725,6 +725,8 @@ def profile_read(folder: Path, top: int) -> None:
         t1 = time.perf_counter()
         plans = [plan_series(g) for g in found.groups]
         t2 = time.perf_counter()
+        if not isinstance(plans[0], CheckedSeries):
+            raise SystemExit(f"cannot profile {folder.name}: {plans[0].error}")
         assemble_volume(plans[0])
         t3 = time.perf_counter()
         best = [min(b, x) for b, x in zip(best, (t1 - t0, t2 - t1, t3 - t2))]
@@ -736,11 +738,11 @@ def profile_read(folder: Path, top: int) -> None:
     for _ in range(3):  # keep the least disturbed of three profiles
         prof = cProfile.Profile()
         prof.enable()
-        read_dicom_series(folder)
+        read_dicom(folder)
         prof.disable()
         profiles.append(prof)
     stats = min((pstats.Stats(p) for p in profiles), key=lambda st: st.total_tt)  # type: ignore[attr-defined]
-    print(f"\ncProfile of ctseg read_dicom_series({folder.name}) (best of 3), top {top} by cumulative time:")
+    print(f"\ncProfile of ctseg read_dicom({folder.name}) (best of 3), top {top} by cumulative time:")
     stats.strip_dirs().sort_stats("cumulative").print_stats(top)
     print(f"top {top // 2} by own (tottime) time:")
     stats.sort_stats("tottime").print_stats(top // 2)
@@ -780,7 +782,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--profile",
         action="store_true",
-        help="also print a cProfile of ctseg read_dicom_series on the synthetic series",
+        help="also print a cProfile of ctseg read_dicom on the synthetic series",
     )
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per method before it is reported as failed")
     args = ap.parse_args(argv)
@@ -830,7 +832,7 @@ def main(argv: list[str] | None = None) -> int:
                 case_rows = []
                 for method, label, note in (
                     ("read_floor", "floor", "no sort, no checks"),
-                    ("read_ctseg", "ctseg read_dicom_series", case_note and "tilt-corrected + uniform grid (float32)"),
+                    ("read_ctseg", "ctseg read_dicom", case_note and "tilt-corrected + uniform grid (float32)"),
                     ("read_sitk", "SimpleITK ImageSeriesReader", case_note and "raw stack, no tilt correction"),
                     ("read_pydicom", "pydicom sequential", case_note and "raw stack"),
                     ("read_dcm2niix", "dcm2niix + nibabel", "-z n; loads the most corrected .nii"),

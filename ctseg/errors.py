@@ -85,3 +85,11 @@ class DicomSeriesError(CtsegError, ValueError):
     def __init__(self, reason: SeriesReason, message: str) -> None:
         super().__init__(f"[{reason.value}] {message}")
         self.reason = reason
+
+
+class DicomSegError(CtsegError, ValueError):
+    """A DICOM SEG that cannot be written for this mask and series, or read onto the requested grid."""
+
+
+class NoDicomSourceError(CtsegError, ValueError):
+    """A DICOM SEG was asked for a mask that has no DICOM source series."""

@@ -16,7 +16,6 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ctseg.device import resolve_device
 from ctseg.distributed import DistInfo, barrier, dist_info_from_env, init_distributed, shutdown
@@ -26,8 +25,9 @@ from ctseg.infer.pipeline import segment
 from ctseg.infer.preview import write_preview
 from ctseg.infer.qa import check_ct_input
 from ctseg.infer.stats import structure_stats
-from ctseg.io import is_image_file
+from ctseg.io import is_image_file, read_input
 from ctseg.io.atomic import full_suffix, write_text_atomic
+from ctseg.io.dicom import DicomImage, ReadOptions
 from ctseg.io.images import IMAGE_SUFFIXES, write_image
 from ctseg.volume import Volume
 
@@ -51,8 +51,14 @@ MANIFEST_FIELDS = [
 
 @dataclass(frozen=True)
 class PredictOptions:
-    """Switches of ``ctseg predict``."""
+    """Switches of ``ctseg predict``.
 
+    ``series_uid`` and ``read`` apply to DICOM input as in ``ctseg convert``: the series to read (a case without
+    it fails with ``SERIES_NOT_FOUND``) and the read options (gaps, tilt correction, non-CT, padding).
+    """
+
+    series_uid: str | None = None
+    read: ReadOptions = ReadOptions()
     formats: tuple[str, ...] = FORMATS
     device: str = "auto"
     overwrite: bool = False
@@ -133,23 +139,11 @@ def is_complete(case_dir: Path) -> bool:
     return record.get("status") == "ok" and all((case_dir / name).is_file() for name in record.get("outputs", []))
 
 
-def _read_input(path: Path) -> tuple[Volume, Any]:
-    """The HU volume and, for DICOM input, the series plan (for DICOM SEG references)."""
-    from ctseg.io.dicom import inspect_dicom
-    from ctseg.io.dicom.stack import assemble_volume
-
-    if is_image_file(path):
-        from ctseg.io import read_image
-
-        return read_image(path), None
+def _read_input(path: Path, options: PredictOptions) -> tuple[Volume, DicomImage | None]:
+    """The HU volume and, for DICOM input, the :class:`DicomImage` (its plan is what the DICOM SEG references)."""
     if not path.exists():
         raise CtsegError(f"input {path} does not exist")
-    found = inspect_dicom(path)
-    if found.chosen is None:
-        from ctseg.io.dicom import read_dicom_series
-
-        return read_dicom_series(path), None  # raises the specific reason
-    return assemble_volume(found.chosen), found.chosen
+    return read_input(path, series_uid=options.series_uid, options=options.read)
 
 
 def predict_case(name: str, path: Path, model: LoadedModel, out_dir: Path, options: PredictOptions) -> CaseResult:
@@ -158,10 +152,10 @@ def predict_case(name: str, path: Path, model: LoadedModel, out_dir: Path, optio
     case_dir = out_dir / name
     t0 = time.perf_counter()
     try:
-        volume, plan = _read_input(path)
-        result.series_uid = plan.series_uid if plan is not None else ""
-        if plan is not None:
-            result.warnings.extend(f"{r.value}: {m}" for r, m in plan.warnings)
+        volume, image = _read_input(path, options)
+        result.series_uid = image.series_uid if image is not None else ""
+        if image is not None:
+            result.warnings.extend(f"{r.value}: {m}" for r, m in image.warnings)
         if options.qa:
             result.warnings.extend(check_ct_input(volume))
         t1 = time.perf_counter()
@@ -180,11 +174,11 @@ def predict_case(name: str, path: Path, model: LoadedModel, out_dir: Path, optio
         if "nifti" in options.formats:
             write_image(labels, case_dir / "mask.nii.gz")
             result.outputs.append("mask.nii.gz")
-        if "dicom-seg" in options.formats and plan is not None:
+        if "dicom-seg" in options.formats and image is not None:
             from ctseg.io.dicom_seg import write_dicom_seg
 
             try:
-                write_dicom_seg(labels, plan, case_dir / "seg.dcm", names=model.labels, colors=model.colors)
+                write_dicom_seg(labels, image, case_dir / "seg.dcm", names=model.labels, colors=model.colors)
                 result.outputs.append("seg.dcm")
             except CtsegError as exc:  # e.g. a tilt-corrected grid has no source slices to reference
                 result.warnings.append(f"no DICOM SEG: {exc}")

@@ -10,9 +10,9 @@ from ctseg.io.images import IMAGE_SUFFIXES, read_image, write_image
 from ctseg.volume import Volume
 
 if TYPE_CHECKING:
-    from ctseg.io.dicom import ReadOptions
+    from ctseg.io.dicom import DicomImage, ReadOptions
 
-__all__ = ["convert_to_file", "is_image_file", "read_image", "read_volume", "write_image"]
+__all__ = ["convert_to_file", "is_image_file", "read_image", "read_input", "read_volume", "write_image"]
 
 
 def is_image_file(path: Path) -> bool:
@@ -20,20 +20,34 @@ def is_image_file(path: Path) -> bool:
     return Path(path).is_file() and full_suffix(Path(path)) in IMAGE_SUFFIXES
 
 
-def read_volume(path: Path, *, series_uid: str | None = None, options: ReadOptions | None = None) -> Volume:
-    """Read a CT from an image file (NIfTI/NRRD/MHA) or a DICOM folder tree/file into a :class:`Volume`.
+def read_input(
+    path: Path, *, series_uid: str | None = None, options: ReadOptions | None = None
+) -> tuple[Volume, DicomImage | None]:
+    """Read a CT from an image file (NIfTI/NRRD/MHA) or a DICOM folder tree/file.
+
+    Returns
+    -------
+    tuple[Volume, DicomImage | None]
+        The HU volume and, for DICOM input, the :class:`~ctseg.io.dicom.DicomImage` it is part of (the series
+        plan that DICOM SEG output references); ``series_uid`` and ``options`` apply to DICOM input only.
 
     Raises
     ------
     DicomSeriesError, ImageFormatError, UnsupportedTransferSyntaxError
         For input that cannot be read; the message says why and how to fix it.
     """
-    from ctseg.io.dicom import ReadOptions, read_dicom_series
+    from ctseg.io.dicom import ReadOptions, read_dicom
 
     path = Path(path)
     if is_image_file(path):
-        return read_image(path)
-    return read_dicom_series(path, series_uid=series_uid, options=options or ReadOptions())
+        return read_image(path), None
+    image = read_dicom(path, series_uid=series_uid, options=options or ReadOptions())
+    return image.volume, image
+
+
+def read_volume(path: Path, *, series_uid: str | None = None, options: ReadOptions | None = None) -> Volume:
+    """The volume of :func:`read_input` (same parameters and errors)."""
+    return read_input(path, series_uid=series_uid, options=options)[0]
 
 
 def convert_to_file(

@@ -22,12 +22,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from ctseg.volume import Geometry, Volume
+
+if TYPE_CHECKING:
+    from ctseg.io.dicom import CheckedSeries
 
 #: napari world axis names: LPS reversed into ctseg's (z, y, x) order.
 WORLD_AXES = ("S", "P", "L")
@@ -56,6 +59,9 @@ class LayerSource:
         The DICOM folder and series of the CT this layer lives on (image or mask), for DICOM SEG output.
     names, colors
         For label maps: label value -> structure name and RGB (0-255) colour.
+    dicom_series
+        The checked series (``read_dicom(...).plan``) as read, so that a DICOM SEG references its instances
+        without scanning ``dicom_dir`` again; ``None`` when the layer was not made from a DICOM read.
     """
 
     geometry: Geometry
@@ -65,6 +71,7 @@ class LayerSource:
     series_uid: str = ""
     names: Mapping[int, str] = field(default_factory=dict)
     colors: Mapping[int, tuple[int, int, int]] = field(default_factory=dict)
+    dicom_series: CheckedSeries | None = field(default=None, compare=False, repr=False)
 
 
 def lps_to_world(points_lps: npt.ArrayLike) -> npt.NDArray[np.float64]:
@@ -138,6 +145,7 @@ def layer_from_volume(
     series_uid: str = "",
     names: Mapping[int, str] | None = None,
     colors: Mapping[int, tuple[int, int, int]] | None = None,
+    dicom_series: CheckedSeries | None = None,
 ) -> tuple[np.ndarray, dict[str, Any], LayerSource]:
     """Canonicalise ``volume`` and return ``(array, layer kwargs, source)`` for an ``image`` or ``labels`` layer.
 
@@ -152,6 +160,7 @@ def layer_from_volume(
         series_uid,
         dict(names or {}),
         dict(colors or {}),
+        dicom_series,
     )
     kwargs = {"name": name, **layer_transform(canonical.geometry), "metadata": {META_KEY: source}}
     return canonical.array, kwargs, source

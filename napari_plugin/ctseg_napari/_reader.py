@@ -18,8 +18,9 @@ import logging
 import os
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,6 +40,9 @@ from ctseg_napari._labels import (
     stem_of,
 )
 from ctseg_napari._layers import LayerDataTuple, layer_from_volume
+
+if TYPE_CHECKING:
+    from ctseg.io.dicom import CheckedSeries
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +132,23 @@ def read_layers(path: Path) -> list[LayerDataTuple]:
 
 
 def image_layer(
-    volume: Volume, name: str, *, path: str = "", dicom_dir: str = "", series_uid: str = ""
+    volume: Volume,
+    name: str,
+    *,
+    path: str = "",
+    dicom_dir: str = "",
+    series_uid: str = "",
+    dicom_series: CheckedSeries | None = None,
 ) -> LayerDataTuple:
     """An Image layer tuple for a HU volume (soft-tissue window, world mm)."""
     array, kwargs, _ = layer_from_volume(
-        volume, layer_type="image", name=name, path=path, dicom_dir=dicom_dir, series_uid=series_uid
+        volume,
+        layer_type="image",
+        name=name,
+        path=path,
+        dicom_dir=dicom_dir,
+        series_uid=series_uid,
+        dicom_series=dicom_series,
     )
     level, width = DEFAULT_WINDOW_HU
     kwargs.update(colormap="gray", contrast_limits=(level - width / 2, level + width / 2))
@@ -140,7 +156,14 @@ def image_layer(
 
 
 def labels_layer(
-    volume: Volume, name: str, table: LabelTable, *, path: str = "", dicom_dir: str = "", series_uid: str = ""
+    volume: Volume,
+    name: str,
+    table: LabelTable,
+    *,
+    path: str = "",
+    dicom_dir: str = "",
+    series_uid: str = "",
+    dicom_series: CheckedSeries | None = None,
 ) -> LayerDataTuple:
     """A Labels layer tuple: names as ``features``, colours as a direct colormap, world mm."""
     array = np.asarray(volume.array)
@@ -158,26 +181,27 @@ def labels_layer(
         series_uid=series_uid,
         names=names,
         colors=colors,
+        dicom_series=dicom_series,
     )
     kwargs.update(features=features_table(names), colormap=napari_colormap(colors), opacity=LABELS_OPACITY)
     return canonical, kwargs, "labels"
 
 
 def _read_dicom_folder(folder: Path, series_uid: str | None = None) -> list[LayerDataTuple]:
-    from ctseg.io.dicom import inspect_dicom, read_dicom_series
-    from ctseg.io.dicom.stack import assemble_volume
+    from ctseg.io.dicom import read_dicom
 
-    found = inspect_dicom(folder, series_uid=series_uid)
-    plan = found.chosen
-    if plan is None:
-        read_dicom_series(folder, series_uid=series_uid)  # raises the specific reason
-        return []
-    volume = assemble_volume(plan)
-    layers = [image_layer(volume, folder.name, path=str(folder), dicom_dir=str(folder), series_uid=plan.series_uid)]
-    for ignored in found.ignored:
+    image = read_dicom(folder, series_uid=series_uid)
+    volume, plan = image.volume, image.plan
+    layers = [
+        image_layer(
+            volume, folder.name, path=str(folder), dicom_dir=str(folder), series_uid=plan.series_uid, dicom_series=plan
+        )
+    ]
+    for ignored in image.ignored:
         if "SEG" in ignored.reason:
             try:
-                layers.append(_read_seg(ignored.path, geometry=volume.geometry, dicom_dir=folder, uid=plan.series_uid))
+                seg_source = _SegSource(volume.geometry, folder, plan)
+                layers.append(_read_seg(ignored.path, source=seg_source))
             except Exception as exc:  # one bad SEG (pydicom raises many types) must not hide the CT; it is reported
                 warnings.warn(f"ctseg-napari skipped {ignored.path.name}: {exc}", stacklevel=2)
     return layers
@@ -211,15 +235,20 @@ def _read_image_file(path: Path) -> LayerDataTuple:
     return image_layer(volume, stem_of(path), path=str(path))
 
 
-def _plan_geometry(plan: Any) -> Geometry | None:
-    """The grid ``assemble_volume`` gives a plan, without reading pixels (None for resampled series)."""
-    if not plan.usable or plan.needs_resampling:
-        return None
-    return plan.geometry  # type: ignore[no-any-return]
+@dataclass(frozen=True)
+class _SegSource:
+    """The source series of a SEG: its grid, folder and checked plan."""
+
+    geometry: Geometry
+    folder: Path
+    plan: CheckedSeries
 
 
-def _find_source_series(seg_path: Path, uid: str) -> tuple[Geometry, Path] | None:
-    """The grid and folder of the SEG's referenced series: beside the SEG, or the predict case's input."""
+def _find_source_series(seg_path: Path, uid: str) -> _SegSource | None:
+    """The grid, folder and plan of the SEG's referenced series: beside the SEG, or the predict case's input.
+
+    Only a series read without resampling is used (a resampled grid has no source slice per frame).
+    """
     from ctseg.io.dicom import inspect_dicom
 
     folders = [seg_path.parent]
@@ -231,9 +260,8 @@ def _find_source_series(seg_path: Path, uid: str) -> tuple[Geometry, Path] | Non
             plan = inspect_dicom(folder, series_uid=uid).chosen
         except CtsegError:  # not found there: try the next folder, else use the SEG's own grid
             continue
-        geometry = _plan_geometry(plan) if plan is not None else None
-        if geometry is not None:
-            return geometry, folder
+        if plan is not None and not plan.needs_resampling:
+            return _SegSource(plan.geometry, folder, plan)
     return None
 
 
@@ -248,32 +276,32 @@ def _seg_colors(header: Any) -> dict[int, tuple[int, int, int]]:
     return out  # type: ignore[return-value]
 
 
-def _read_seg(
-    path: Path,
-    header: Any = None,
-    *,
-    geometry: Geometry | None = None,
-    dicom_dir: Path | None = None,
-    uid: str = "",
-) -> LayerDataTuple:
+def _read_seg(path: Path, header: Any = None, *, source: _SegSource | None = None) -> LayerDataTuple:
     import pydicom
 
     from ctseg.io.dicom_seg import DicomSegError, read_dicom_seg
 
     header = header if header is not None else pydicom.dcmread(path, stop_before_pixels=True)
-    if geometry is None:
+    if source is None:
         refs = header.get("ReferencedSeriesSequence") or []
         uid = str(refs[0].get("SeriesInstanceUID", "")) if refs else ""
-        found = _find_source_series(path, uid) if uid else None
-        if found is not None:
-            geometry, dicom_dir = found
+        source = _find_source_series(path, uid) if uid else None
     try:
-        labels, names = read_dicom_seg(path, geometry)
+        labels, names = read_dicom_seg(path, source.geometry if source else None)
     except DicomSegError:
-        if geometry is None:
+        if source is None:
             raise
         log.warning("%s does not fit its source series' grid; reading it on its own frame grid", path.name)
-        (labels, names), dicom_dir, uid = read_dicom_seg(path, None), None, ""
+        (labels, names), source = read_dicom_seg(path, None), None
     table = LabelTable(names, _seg_colors(header), str(path))
-    folder = str(dicom_dir) if dicom_dir else ""
-    return labels_layer(labels, stem_of(path), table, path=str(path), dicom_dir=folder, series_uid=uid)
+    if source is None:
+        return labels_layer(labels, stem_of(path), table, path=str(path))
+    return labels_layer(
+        labels,
+        stem_of(path),
+        table,
+        path=str(path),
+        dicom_dir=str(source.folder),
+        series_uid=source.plan.series_uid,
+        dicom_series=source.plan,
+    )

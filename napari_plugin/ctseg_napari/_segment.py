@@ -110,6 +110,7 @@ def result_layer(result: SegmentationResult, image_source: LayerSource, name: st
         image_source.series_uid,
         result.names,
         result.colors,
+        image_source.dicom_series,
     )
     kwargs: dict[str, Any] = {
         "name": name,

@@ -2,7 +2,8 @@
 
 The grid comes from the layer's :class:`~ctseg_napari._layers.LayerSource` (the array is put back into its on-disk
 axis order exactly), or, for a layer ctseg did not make, from its napari transform. DICOM SEG needs the source CT
-series (a layer read from DICOM, segmented from one, or a ``ctseg predict`` output whose ``case.json`` names it).
+series: the checked series kept in the layer's source when it was read from DICOM (or segmented on such a layer),
+else the folder a ``ctseg predict`` output's ``case.json`` names.
 """
 
 from __future__ import annotations
@@ -11,23 +12,22 @@ import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ctseg.errors import CtsegError
+from ctseg.errors import CtsegError, NoDicomSourceError
 from ctseg.io.atomic import write_text_atomic
 from ctseg.volume import Volume
 from ctseg_napari._labels import complete_colors, stem_of
 from ctseg_napari._layers import LayerSource, source_volume, volume_of_layer
 
+if TYPE_CHECKING:
+    from ctseg.io.dicom import CheckedSeries
+
 log = logging.getLogger(__name__)
 
 SIDECAR_SUFFIX = ".labels.json"
-
-
-class NoDicomSourceError(CtsegError, ValueError):
-    """A DICOM SEG was asked for a layer that has no DICOM source series."""
 
 
 def label_names(meta: Mapping[str, Any], source: LayerSource) -> dict[int, str]:
@@ -78,6 +78,24 @@ def save_nifti(
     return [str(path), str(sidecar)]
 
 
+def _source_series(source: LayerSource) -> CheckedSeries:
+    """The checked series a SEG references: the one kept from reading, else ``source.dicom_dir``'s (a layer read
+    from a file whose DICOM source is only named, e.g. by a ``ctseg predict`` case record)."""
+    from ctseg.io.dicom import inspect_dicom
+
+    if source.dicom_series is not None:
+        return source.dicom_series
+    if not source.dicom_dir:
+        raise NoDicomSourceError(
+            "this mask has no DICOM source series, so a DICOM SEG cannot reference one; open the CT as a DICOM "
+            "folder with ctseg-napari (or a ctseg predict output) and segment or load the mask on it, or save NIfTI"
+        )
+    plan = inspect_dicom(Path(source.dicom_dir), series_uid=source.series_uid or None).chosen
+    if plan is None:
+        raise NoDicomSourceError(f"no usable DICOM series in {source.dicom_dir} to reference")
+    return plan
+
+
 def save_dicom_seg(
     labels: Volume,
     path: Path,
@@ -94,17 +112,9 @@ def save_dicom_seg(
     DicomSegError
         If the mask is empty or not on the series' grid (from :func:`ctseg.io.dicom_seg.write_dicom_seg`).
     """
-    from ctseg.io.dicom import inspect_dicom
     from ctseg.io.dicom_seg import write_dicom_seg
 
-    if not source.dicom_dir:
-        raise NoDicomSourceError(
-            "this mask has no DICOM source series, so a DICOM SEG cannot reference one; open the CT as a DICOM "
-            "folder with ctseg-napari (or a ctseg predict output) and segment or load the mask on it, or save NIfTI"
-        )
-    plan = inspect_dicom(Path(source.dicom_dir), series_uid=source.series_uid or None).chosen
-    if plan is None:
-        raise NoDicomSourceError(f"no usable DICOM series in {source.dicom_dir} to reference")
+    plan = _source_series(source)
     colors = complete_colors(names, colors, None)
     return str(write_dicom_seg(labels, plan, Path(path), names=dict(names), colors=colors))
 

@@ -279,7 +279,7 @@ def test_discovery_of_dcm_qa_ct(shared_data: Path) -> None:
         "Philips/S21610/S1000": SeriesReason.NOT_IMAGE,
         "Philips/S21570/S4010": SeriesReason.COLOUR_IMAGE,
     }
-    assert by_folder["Philips/S21570/S1000"].skipped == ["I10: localizer (ImageType LOCALIZER)"]
+    assert by_folder["Philips/S21570/S1000"].skipped == ("I10: localizer (ImageType LOCALIZER)",)
     summary = by_folder["Philips/S21570/S4010"]
     assert summary.description == "Exam Summary" and len(summary.skipped) == 6
     assert all(s.endswith(": secondary capture / colour image") for s in summary.skipped)

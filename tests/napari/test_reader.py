@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 
 napari = pytest.importorskip("napari")
@@ -24,10 +25,11 @@ from ctseg_napari._layers import (  # noqa: E402
 )
 from ctseg_napari._reader import get_reader, read  # noqa: E402
 from ctseg_napari._sample_data import phantom_sample  # noqa: E402
+from ctseg_napari._segment import SegmentationResult, result_layer  # noqa: E402
 from ctseg_napari._writer import write_labels_dicom_seg, write_labels_nifti  # noqa: E402
 from napari.layers import Image, Labels  # noqa: E402
 
-from ctseg.io.dicom import inspect_dicom  # noqa: E402
+from ctseg.io.dicom import inspect_dicom, read_dicom  # noqa: E402
 from ctseg.io.dicom_seg import read_dicom_seg, write_dicom_seg  # noqa: E402
 from ctseg.io.images import read_image, write_image  # noqa: E402
 from ctseg.volume import Geometry, Volume  # noqa: E402
@@ -194,6 +196,31 @@ def test_dicom_seg_read_and_write(oblique_case: ObliqueCase, tmp_path: Path) -> 
     back, names = read_dicom_seg(Path(out[0]), oblique_case.ct.geometry)
     np.testing.assert_array_equal(back.array, oblique_case.mask.array)
     assert names == NAMES
+
+
+def test_dicom_seg_writer_uses_the_series_kept_from_reading(
+    oblique_case: ObliqueCase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A mask segmented on the CT layer read from DICOM: its source keeps the checked series, so saving a SEG scans
+    # no folder.
+    ((image, image_kwargs, _),) = read(str(oblique_case.dicom))
+    image_source = image_kwargs["metadata"]["ctseg"]
+    assert image_source.dicom_series is not None and image_source.dicom_series.series_uid == image_source.series_uid
+    canonical = oblique_case.mask.to_closest_canonical(copy=True)
+    assert canonical.geometry.is_close(image_source.geometry, atol_mm=1e-6)
+    labels = _layer(result_layer(SegmentationResult(canonical, NAMES, {1: (0, 255, 0)}), image_source, "mask"))
+
+    uids = {i.sop_instance_uid for i in read_dicom(oblique_case.dicom).instances}
+
+    def no_scan(root: Path) -> None:
+        raise AssertionError(f"the writer scanned {root}")
+
+    monkeypatch.setattr("ctseg.io.dicom.read.discover", no_scan)
+    out = write_labels_dicom_seg(str(tmp_path / "kept.dcm"), labels.data, layer_meta(labels))
+    back, _ = read_dicom_seg(Path(out[0]), oblique_case.ct.geometry)
+    np.testing.assert_array_equal(back.array, oblique_case.mask.array)
+    (series,) = pydicom.dcmread(out[0]).ReferencedSeriesSequence
+    assert {r.ReferencedSOPInstanceUID for r in series.ReferencedInstanceSequence} == uids
 
 
 def test_dicom_seg_writer_needs_a_dicom_source(oblique_case: ObliqueCase, tmp_path: Path) -> None:

@@ -65,6 +65,11 @@ class DicomFile:
         """SOP Class UID, ``""`` when absent."""
         return str(self.header.get("SOPClassUID", "") or "")
 
+    @property
+    def sop_instance_uid(self) -> str:
+        """SOP Instance UID, ``""`` when absent."""
+        return str(self.header.get("SOPInstanceUID", "") or "")
+
 
 @dataclass(frozen=True)
 class IgnoredFile:

@@ -67,12 +67,14 @@ def read_native_into(f: DicomFile, dest: np.ndarray) -> bool:
         ``UNREADABLE_FILE`` when the pixel data is truncated.
     """
     dtype = _fast_path_dtype(f)
+    offset = f.pixel_offset
     rows, cols = int(f.header.get("Rows", 0) or 0), int(f.header.get("Columns", 0) or 0)
-    if dtype is None or dest.dtype != dtype or dest.shape != (rows, cols) or not dest.flags.c_contiguous:
+    if dtype is None or offset is None or dest.dtype != dtype or dest.shape != (rows, cols):
         return False
-    assert f.pixel_offset is not None  # guaranteed by _fast_path_dtype
+    if not dest.flags.c_contiguous:
+        return False
     with open(f.path, "rb") as fp:
-        fp.seek(f.pixel_offset)
+        fp.seek(offset)
         head = fp.read(8)
         if len(head) < 8:
             return False

@@ -1,4 +1,4 @@
-"""From a checked :class:`~ctseg.io.dicom.series.SeriesPlan` to a :class:`~ctseg.volume.Volume` in HU.
+"""From a checked :class:`~ctseg.io.dicom.plan.CheckedSeries` to a :class:`~ctseg.volume.Volume` in HU.
 
 The output grid is always orthogonal: axis 0 along the slice normal (ascending), axis 1 along the column cosine
 (rows), axis 2 along the row cosine (columns); origin at the first slice's ImagePositionPatient.
@@ -17,13 +17,13 @@ import logging
 import numpy as np
 
 from ctseg.io.dicom.pixels import native_dtype, read_native_into, read_stored_frames, rescale_to_hu
-from ctseg.io.dicom.series import ReadOptions, SeriesPlan
+from ctseg.io.dicom.plan import CheckedSeries, ReadOptions
 from ctseg.volume import Volume
 
 log = logging.getLogger(__name__)
 
 
-def _read_stored_stack(plan: SeriesPlan) -> tuple[np.ndarray, tuple[int, int] | None]:
+def _read_stored_stack(plan: CheckedSeries) -> tuple[np.ndarray, tuple[int, int] | None]:
     """``(N, R, C)`` stored values of the plan's slices, in plan order, and their (min, max) when integer.
 
     Uncompressed slices are read straight into the preallocated stack; others are decoded (each file once).
@@ -53,7 +53,7 @@ def _read_stored_stack(plan: SeriesPlan) -> tuple[np.ndarray, tuple[int, int] | 
     return out, rng
 
 
-def _padding_mask(plan: SeriesPlan, stored: np.ndarray) -> np.ndarray | None:
+def _padding_mask(plan: CheckedSeries, stored: np.ndarray) -> np.ndarray | None:
     ds = plan.slices[0].file.header
     pad = ds.get("PixelPaddingValue")
     if pad is None:
@@ -65,18 +65,15 @@ def _padding_mask(plan: SeriesPlan, stored: np.ndarray) -> np.ndarray | None:
     return (stored >= lo) & (stored <= hi)
 
 
-def _resample_onto_orthogonal(plan: SeriesPlan, hu: np.ndarray, fill_hu: float) -> np.ndarray:
+def _resample_onto_orthogonal(plan: CheckedSeries, hu: np.ndarray, fill_hu: float) -> np.ndarray:
     """Resample a sheared and/or non-uniform stack onto ``plan.geometry`` (whose origin includes the FOV shift)."""
     from scipy import ndimage
 
-    assert plan.positions_mm is not None and plan.offsets_mm is not None
     t = plan.positions_mm - plan.positions_mm[0]
     dy, dx = plan.pixel_spacing_mm
     off = plan.offsets_mm  # (N, 2): drift along the column cosine (rows) and row cosine (columns)
     lo = off.min(axis=0)
-    shape = plan.shape
-    assert shape is not None
-    n_out, rows, cols = shape
+    n_out, rows, cols = plan.shape
     out = np.empty((n_out, rows, cols), dtype=np.float32)
     sampled: dict[int, np.ndarray] = {}
 
@@ -114,8 +111,8 @@ def _resample_onto_orthogonal(plan: SeriesPlan, hu: np.ndarray, fill_hu: float) 
     return out
 
 
-def assemble_volume(plan: SeriesPlan, options: ReadOptions = ReadOptions()) -> Volume:
-    """Read the pixel data of a usable plan and return the HU volume on an orthogonal grid.
+def assemble_volume(plan: CheckedSeries, options: ReadOptions = ReadOptions()) -> Volume:
+    """Read the pixel data of a checked series and return the HU volume on an orthogonal grid.
 
     Returns
     -------
@@ -125,24 +122,21 @@ def assemble_volume(plan: SeriesPlan, options: ReadOptions = ReadOptions()) -> V
     Raises
     ------
     DicomSeriesError
-        The plan's error, if it has one; ``UNREADABLE_FILE`` for truncated or damaged pixel data.
+        ``UNREADABLE_FILE`` for truncated or damaged pixel data.
     UnsupportedTransferSyntaxError
         If a file's compression has no installed decoder.
     """
-    if plan.error is not None:
-        raise plan.error
     stored, stored_range = _read_stored_stack(plan)
-    pad_mask = _padding_mask(plan, stored) if options.padding_hu is not None else None
+    padding_hu = options.padding_hu
+    pad_mask = _padding_mask(plan, stored) if padding_hu is not None else None
     slopes = np.array([s.slope for s in plan.slices])
     intercepts = np.array([s.intercept for s in plan.slices])
     hu = rescale_to_hu(stored, slopes, intercepts, overwrite_input=True, stored_range=stored_range)
-    if pad_mask is not None and pad_mask.any():
-        assert options.padding_hu is not None
-        if hu.dtype == np.int16 and not float(options.padding_hu).is_integer():
+    if padding_hu is not None and pad_mask is not None and pad_mask.any():
+        if hu.dtype == np.int16 and not float(padding_hu).is_integer():
             hu = hu.astype(np.float32)
-        hu[pad_mask] = options.padding_hu
+        hu[pad_mask] = padding_hu
     geometry = plan.geometry
-    assert geometry is not None  # a usable plan always has one
     if plan.needs_resampling:
         hu = _resample_onto_orthogonal(plan, hu, options.fill_hu)
     log.info("%s: read %d slices -> %s HU %s", plan.label, len(plan.slices), hu.dtype, hu.shape)

@@ -224,7 +224,10 @@ class ReviewWidget(QWidget):
             ct = source_volume(image.data, image_source)
             if not source.dicom_dir and image_source.dicom_dir and source.geometry.is_close(image_source.geometry):
                 source = dataclasses.replace(
-                    source, dicom_dir=image_source.dicom_dir, series_uid=image_source.series_uid
+                    source,
+                    dicom_dir=image_source.dicom_dir,
+                    series_uid=image_source.series_uid,
+                    dicom_series=image_source.dicom_series,
                 )
         return labels, source, ct
 

@@ -13,7 +13,7 @@ import pydicom
 import pytest
 
 import ctseg
-from ctseg.io.dicom import ReadOptions, SeriesPlan, inspect_dicom, read_dicom_series
+from ctseg.io.dicom import CheckedSeries, ReadOptions, inspect_dicom, read_dicom_series
 from ctseg.io.dicom_seg import DicomSegError, read_dicom_seg, segment_codes, write_dicom_seg
 from ctseg.io.images import read_image
 from ctseg.volume import Geometry, Volume
@@ -30,7 +30,7 @@ SERIES = {
 }
 
 
-def _series(folder: Path, name: str = "oblique", **options: object) -> tuple[Volume, SeriesPlan]:
+def _series(folder: Path, name: str = "oblique", **options: object) -> tuple[Volume, CheckedSeries]:
     kwargs, descending = SERIES[name]
     write_dicom_series(folder, make_volume(**kwargs), descending=descending, **FINE)  # type: ignore[arg-type]
     opts = ReadOptions(**options)  # type: ignore[arg-type]

@@ -1,0 +1,122 @@
+"""``ctseg predict``: segment a batch of cases with one model; DICOM input takes ``convert``'s read options.
+
+Registered on the group in :mod:`ctseg.cli.main`; this module imports nothing from it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ctseg.cli.options import dicom_options, read_options, user_errors
+
+
+def _parse_formats(formats: str) -> tuple[str, ...]:
+    from ctseg.errors import ConfigError
+    from ctseg.infer.batch import FORMATS
+
+    fmt = tuple(f.strip() for f in formats.split(",") if f.strip())
+    bad = [f for f in fmt if f not in FORMATS]
+    if bad or not fmt:
+        raise ConfigError(f"--format {formats!r}: expected a comma-separated subset of {', '.join(FORMATS)}")
+    return fmt
+
+
+def _parse_shard(shard: str) -> tuple[int, int]:
+    from ctseg.errors import ConfigError
+
+    try:
+        index, count = (int(v) for v in shard.split("/"))
+        if not 0 <= index < count:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"--shard {shard!r}: expected I/N with 0 <= I < N, e.g. 0/2") from None
+    return index, count
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--model",
+    "model_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="Model folder (model.pt + model.json).",
+)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Output folder.")
+@click.option(
+    "--format",
+    "formats",
+    default="nifti,dicom-seg",
+    show_default=True,
+    help="Comma-separated outputs: nifti, dicom-seg (DICOM SEG only for DICOM input).",
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--tta/--no-tta", default=None, help="Mirroring test-time augmentation (default: the model's).")
+@click.option("--overlap", type=click.FloatRange(0.0, 0.95), default=None, help="Sliding-window overlap (0-0.95).")
+@click.option("--overwrite", is_flag=True, help="Redo cases that are already complete.")
+@click.option("--no-qa", is_flag=True, help="Skip the raw-HU input check.")
+@click.option("--shard", default="0/1", show_default=True, metavar="I/N", help="Process every N-th case from I.")
+@click.option("--subfolders", is_flag=True, help="Treat each subfolder of an INPUT folder as one case.")
+@dicom_options
+@user_errors
+def predict(
+    inputs: tuple[Path, ...],
+    model_dir: Path,
+    out_dir: Path,
+    formats: str,
+    device: str,
+    tta: bool | None,
+    overlap: float | None,
+    overwrite: bool,
+    no_qa: bool,
+    shard: str,
+    subfolders: bool,
+    series_uid: str | None,
+    allow_gaps: bool,
+    no_tilt_correction: bool,
+    allow_non_ct: bool,
+    keep_padding: bool,
+) -> None:
+    """Segment every case in INPUTS with one model and write masks, DICOM SEG, statistics and previews.
+
+    INPUTS: DICOM folders (one case each, the series chosen by `ctseg inspect`'s rule), image files, folders of
+    image files, or .txt files listing them. Per case OUT/<case>/ gets mask.nii.gz, seg.dcm, stats.json and
+    preview.png; OUT/manifest.csv records every case. A failing case is recorded and the batch goes on (exit code
+    1 if any failed); a rerun skips finished cases, so an interrupted batch resumes. DICOM input is read as
+    `ctseg convert` reads it, with the same options (--series, --allow-gaps, --no-tilt-correction, ...).
+
+    \b
+    Examples:
+      ctseg predict /data/study1 /data/study2 --model models/abdomen --out results
+      ctseg predict cases.txt --model models/abdomen --out results --format nifti
+      ctseg predict /data/cohort --subfolders --model models/abdomen --out results --shard 0/2
+      ctseg predict /data/study1 --model models/abdomen --out results --series 1.2.840.113619.2.55.3 --allow-gaps
+      torchrun --nproc_per_node=4 -m ctseg predict /data/cohort --subfolders --model models/abdomen --out results
+    """
+    from ctseg.infer.batch import PredictOptions, predict_batch
+
+    options = PredictOptions(
+        series_uid=series_uid,
+        read=read_options(allow_gaps, no_tilt_correction, allow_non_ct, keep_padding),
+        formats=_parse_formats(formats),
+        device=device,
+        overwrite=overwrite,
+        qa=not no_qa,
+        shard=_parse_shard(shard),
+        subfolders_as_cases=subfolders,
+        tta=tta,
+        overlap=overlap,
+    )
+    results = predict_batch(list(inputs), model_dir, out_dir, options)
+    counts = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}
+    for r in results:
+        if r.status == "failed":
+            click.echo(f"FAILED {r.case}: {r.error}", err=True)
+    click.echo(
+        f"{counts['ok']} done, {counts['skipped']} already complete, {counts['failed']} failed; "
+        f"manifest: {out_dir / 'manifest.csv'}"
+    )
+    if counts["failed"]:
+        raise SystemExit(1)
