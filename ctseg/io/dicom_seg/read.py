@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from ctseg.io.dicom_seg.grid import GRID_TOL_MM, MAX_LABEL, DicomSegError, Plane, place, view
+from ctseg.errors import DicomSegError
+from ctseg.io.dicom_seg.grid import GRID_TOL_MM, MAX_LABEL, Plane, place, view
 from ctseg.volume import Geometry, Volume
 
 #: Segmentation Storage and Label Map Segmentation Storage.

@@ -23,11 +23,12 @@ import numpy as np
 
 from ctseg._version import __version__
 from ctseg.colors import PALETTE
+from ctseg.errors import DicomSegError
 from ctseg.io.atomic import atomic_path
 from ctseg.io.dicom.plan import CheckedSeries, SeriesCheck
 from ctseg.io.dicom.read import DicomImage
 from ctseg.io.dicom_seg.codes import segment_codes
-from ctseg.io.dicom_seg.grid import MAX_LABEL, DicomSegError, Plane, place, view
+from ctseg.io.dicom_seg.grid import MAX_LABEL, Plane, place, view
 from ctseg.volume import Volume
 
 log = logging.getLogger(__name__)
