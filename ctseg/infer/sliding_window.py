@@ -96,46 +96,71 @@ def sliding_window(
     _, zp, yp, xp = image.shape
     zs, ys, xs = window_starts(zp, pz, overlap), window_starts(yp, py, overlap), window_starts(xp, px, overlap)
     total = len(zs) * len(ys) * len(xs)
-    weight = gaussian_weight((pz, py, px))
-    acc: torch.Tensor | None = None  # (C, n, Y, X) for slices [base, base + n)
-    wsum = torch.zeros((0, yp, xp))
-    base = 0
+    slab = _Slab((z, y, x), (yp, xp), gaussian_weight((pz, py, px)), sink, argmax_only=argmax_only)
     done = 0
-
-    def flush(until: int) -> None:
-        nonlocal acc, wsum, base
-        if acc is None or until <= base:
-            return
-        n = min(until, z) - base
-        if n > 0:
-            block = acc[:, :n, :y, :x]
-            # Dividing by the (positive) weight sum does not change an arg-max: skip it when only labels are wanted.
-            sink(base, block if argmax_only else block / wsum[None, :n, :y, :x])
-        acc, wsum = acc[:, until - base :], wsum[until - base :]
-        base = until
-
     for z0 in zs:
-        flush(z0)
-        need = z0 + pz - base
+        slab.flush(z0)
         windows = [(z0, y0, x0) for y0 in ys for x0 in xs]
         for i in range(0, len(windows), batch_size):
             chunk = windows[i : i + batch_size]
             batch = torch.stack([image[:, a : a + pz, b : b + py, c : c + px] for a, b, c in chunk])
-            out = predictor(batch).float()
-            if acc is None:
-                acc = torch.zeros((out.shape[1], 0, yp, xp))
-            if acc.shape[1] < need:
-                grow = need - acc.shape[1]
-                acc = torch.cat([acc, torch.zeros((acc.shape[0], grow, yp, xp))], dim=1)
-                wsum = torch.cat([wsum, torch.zeros((grow, yp, xp))], dim=0)
-            for (a, b, c), o in zip(chunk, out, strict=True):
-                acc[:, a - base : a - base + pz, b : b + py, c : c + px].addcmul_(o, weight)  # no temporary
-                if not argmax_only:  # an arg-max needs no normalisation, so no weight sum either
-                    wsum[a - base : a - base + pz, b : b + py, c : c + px] += weight
+            slab.add(chunk, predictor(batch).float())
             done += len(chunk)
             if progress is not None:
                 progress(done, total)
-    flush(zp)
+    slab.flush(zp)
+
+
+class _Slab:
+    """The running z-slab of weighted sums: windows are added, finished slices flushed to ``sink`` and dropped."""
+
+    def __init__(
+        self,
+        shape: tuple[int, int, int],
+        padded_yx: tuple[int, int],
+        weight: torch.Tensor,
+        sink: Sink,
+        *,
+        argmax_only: bool,
+    ) -> None:
+        self.shape, self.padded_yx, self.weight, self.sink = shape, padded_yx, weight, sink
+        self.argmax_only = argmax_only
+        self.acc: torch.Tensor | None = None  # (C, n, Y, X) for slices [base, base + n)
+        self.wsum = torch.zeros((0, *padded_yx))
+        self.base = 0
+
+    def _grow(self, channels: int, need: int) -> torch.Tensor:
+        yp, xp = self.padded_yx
+        acc = self.acc if self.acc is not None else torch.zeros((channels, 0, yp, xp))
+        if acc.shape[1] < need:
+            grow = need - acc.shape[1]
+            acc = torch.cat([acc, torch.zeros((channels, grow, yp, xp))], dim=1)
+            self.wsum = torch.cat([self.wsum, torch.zeros((grow, yp, xp))], dim=0)
+        self.acc = acc
+        return acc
+
+    def add(self, starts: list[tuple[int, int, int]], out: torch.Tensor) -> None:
+        """Accumulate ``out`` ``(B, C, pz, py, px)`` for the windows starting at ``starts``."""
+        pz, py, px = self.weight.shape
+        need = max(a for a, _, _ in starts) + pz - self.base
+        acc, base = self._grow(out.shape[1], need), self.base
+        for (a, b, c), o in zip(starts, out, strict=True):
+            acc[:, a - base : a - base + pz, b : b + py, c : c + px].addcmul_(o, self.weight)  # no temporary
+            if not self.argmax_only:  # an arg-max needs no normalisation, so no weight sum either
+                self.wsum[a - base : a - base + pz, b : b + py, c : c + px] += self.weight
+
+    def flush(self, until: int) -> None:
+        """Hand slices ``[base, until)`` (cropped to the unpadded volume) to the sink and drop them."""
+        if self.acc is None or until <= self.base:
+            return
+        z, y, x = self.shape
+        n = min(until, z) - self.base
+        if n > 0:
+            block = self.acc[:, :n, :y, :x]
+            # Dividing by the (positive) weight sum does not change an arg-max: skip it when only labels are wanted.
+            self.sink(self.base, block if self.argmax_only else block / self.wsum[None, :n, :y, :x])
+        self.acc, self.wsum = self.acc[:, until - self.base :], self.wsum[until - self.base :]
+        self.base = until
 
 
 def predict_labels(
