@@ -1,11 +1,25 @@
-"""DICOM headers -> 2D slices: one per classic image, one per frame of an enhanced multi-frame image."""
+"""DICOM headers -> 2D slices: one per classic image, one per frame of an enhanced multi-frame image.
+
+The geometry and modality-LUT values read here are range-checked, all slices at once, by
+:func:`invalid_slice_value`: a NaN, an infinite or a zero value in them is damage or a bad export, never data.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 from ctseg.io.dicom.discover import SECONDARY_CAPTURE_SOP_PREFIX, DicomFile, SeriesGroup
 from ctseg.io.dicom.plan import SliceRef
+
+#: Largest |ImagePositionPatient| coordinate accepted (mm): 1 km, far outside any scanner's frame of reference.
+MAX_ABS_POSITION_MM = 1e6
+#: Accepted PixelSpacing (mm): from 0.1 micrometre to 1 m, bounds no real image comes near.
+PIXEL_SPACING_RANGE_MM = (1e-4, 1e3)
+#: Row and column cosines must be unit vectors within this, and this close to perpendicular (|cos angle|).
+COSINE_TOL = 0.05
 
 
 def _floats(value: object, n: int) -> tuple[float, ...] | None:
@@ -16,12 +30,20 @@ def _floats(value: object, n: int) -> tuple[float, ...] | None:
     return out if len(out) == n else None
 
 
+def _number(value: object, default: float) -> float:
+    """A DS value as float: ``default`` when absent or blank, NaN when not a number (refused by the value check)."""
+    if value is None or value == "":
+        return default
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 def _lut(item: object, default: tuple[float, float]) -> tuple[float, float]:
-    slope = getattr(item, "RescaleSlope", None)
-    intercept = getattr(item, "RescaleIntercept", None)
     return (
-        float(slope) if slope not in (None, "") else default[0],
-        float(intercept) if intercept not in (None, "") else default[1],
+        _number(getattr(item, "RescaleSlope", None), default[0]),
+        _number(getattr(item, "RescaleIntercept", None), default[1]),
     )
 
 
@@ -91,3 +113,66 @@ def series_label(group: SeriesGroup) -> str:
     number = ds.get("SeriesNumber", "")
     desc = str(ds.get("SeriesDescription", "") or "").strip()
     return f"series {number if number not in (None, '') else '?'}" + (f" '{desc}'" if desc else "")
+
+
+def _first_bad(ok: np.ndarray, slices: Sequence[SliceRef], tag: str, values: np.ndarray, expected: str) -> str | None:
+    """The message for the first slice where ``ok`` is False, else None."""
+    bad = np.flatnonzero(~ok)
+    if not bad.size:
+        return None
+    k = int(bad[0])
+    shown = np.round(values[k], 6).tolist()
+    more = f" (and {bad.size - 1} other slice(s))" if bad.size > 1 else ""
+    return (
+        f"{tag} of {slices[k].file.path.name} is {shown}{more}; expected {expected}. The header is damaged or badly "
+        "exported: fix it or remove the file"
+    )
+
+
+def invalid_slice_value(slices: Sequence[SliceRef]) -> str | None:
+    """The first out-of-range geometry or modality-LUT value among ``slices``, in words; ``None`` when all are valid.
+
+    Checked, vectorised over the slices: ImagePositionPatient finite and within :data:`MAX_ABS_POSITION_MM`;
+    ImageOrientationPatient two finite unit cosines that are not parallel (:data:`COSINE_TOL`); PixelSpacing
+    within :data:`PIXEL_SPACING_RANGE_MM`; Rows and Columns at least 1; RescaleSlope finite and non-zero,
+    RescaleIntercept finite. Every slice must already carry position, orientation and pixel spacing.
+    """
+    pos = np.array([s.position for s in slices], dtype=np.float64)
+    iop = np.array([s.orientation for s in slices], dtype=np.float64)
+    spacing = np.array([s.pixel_spacing for s in slices], dtype=np.float64)
+    size = np.array([(s.rows, s.cols) for s in slices], dtype=np.int64)
+    lut = np.array([(s.slope, s.intercept) for s in slices], dtype=np.float64)
+    with np.errstate(all="ignore"):  # NaN and inf are what is being looked for
+        row, col = iop[:, :3], iop[:, 3:]
+        norms = np.stack([np.linalg.norm(row, axis=1), np.linalg.norm(col, axis=1)], axis=1)
+        unit = np.all(np.abs(norms - 1.0) <= COSINE_TOL, axis=1)
+        perpendicular = np.abs(np.einsum("ij,ij->i", row, col)) <= COSINE_TOL
+        lo, hi = PIXEL_SPACING_RANGE_MM
+        checks = (
+            (
+                np.all(np.abs(pos) <= MAX_ABS_POSITION_MM, axis=1),
+                "ImagePositionPatient",
+                pos,
+                f"3 finite numbers within +-{MAX_ABS_POSITION_MM:g} mm",
+            ),
+            (
+                np.isfinite(iop).all(axis=1) & unit & perpendicular,
+                "ImageOrientationPatient",
+                iop,
+                f"two perpendicular unit cosines (row, column; tolerance {COSINE_TOL})",
+            ),
+            (
+                np.all((spacing >= lo) & (spacing <= hi), axis=1),
+                "PixelSpacing",
+                spacing,
+                f"2 numbers within {lo:g}..{hi:g} mm",
+            ),
+            (np.all(size >= 1, axis=1), "Rows, Columns", size, "at least 1 each"),
+            (np.isfinite(lut[:, 0]) & (lut[:, 0] != 0), "RescaleSlope", lut[:, 0], "a finite, non-zero number"),
+            (np.isfinite(lut[:, 1]), "RescaleIntercept", lut[:, 1], "a finite number"),
+        )
+    for ok, tag, values, expected in checks:
+        message = _first_bad(ok, slices, tag, values, expected)
+        if message is not None:
+            return message
+    return None

@@ -1,0 +1,256 @@
+"""Adversarial header and file values: each one a specific error with a reason code, never a traceback.
+
+DICOM series are written with pydicom (:mod:`tests.synthetic`), then one value is injected. Each DICOM case runs
+on both header paths: the fast parser (Part-10 files) and the pydicom fallback (the same files without the
+128-byte preamble and magic, which the fast parser leaves to pydicom).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import pytest
+
+from ctseg.errors import DicomSeriesError, SeriesReason
+from ctseg.io.dicom import inspect_dicom, read_dicom_series
+from ctseg.io.dicom.fast_header import parse_header
+from tests.synthetic import write_oracle_series
+
+N_SLICES = 4
+STEP_MM = 2.5
+
+
+def _series(folder: Path) -> list[Path]:
+    return write_oracle_series(folder, [(0.0, 0.0, STEP_MM * k) for k in range(N_SLICES)], rows=8, cols=8)
+
+
+def _set(index: int | None, **values: Any) -> Callable[[list[Path]], None]:
+    """Set tags on one file (``index``) or on all (None)."""
+
+    def apply(paths: list[Path]) -> None:
+        for path in paths if index is None else [paths[index]]:
+            ds = pydicom.dcmread(path)
+            for key, value in values.items():
+                setattr(ds, key, value)
+            ds.save_as(path)
+
+    return apply
+
+
+def _pixels(index: int | None, data: bytes, **values: Any) -> Callable[[list[Path]], None]:
+    """Replace PixelData (and set tags) on one file or all."""
+
+    def apply(paths: list[Path]) -> None:
+        for path in paths if index is None else [paths[index]]:
+            ds = pydicom.dcmread(path)
+            for key, value in values.items():
+                setattr(ds, key, value)
+            ds.PixelData = data
+            ds.save_as(path)
+
+    return apply
+
+
+def _strip_preamble(paths: list[Path]) -> None:
+    """Drop the preamble and DICM magic: the fast parser declines such files, pydicom reads them (force)."""
+    for path in paths:
+        raw = path.read_bytes()
+        assert raw[128:132] == b"DICM"
+        path.write_bytes(raw[132:])
+        assert parse_header(path) is None
+
+
+# id -> (injection, reason, message pattern)
+DICOM_CASES: dict[str, tuple[Callable[[list[Path]], None], SeriesReason, str]] = {
+    "ipp-nan-all": (
+        _set(None, ImagePositionPatient=["nan", "0", "0"]),
+        SeriesReason.INVALID_TAG_VALUE,
+        r"ImagePositionPatient of slice0000 is \[nan, 0.0, 0.0\] \(and 3 other",
+    ),
+    "ipp-nan-one-slice": (
+        _set(2, ImagePositionPatient=["0", "0", "nan"]),
+        SeriesReason.INVALID_TAG_VALUE,
+        r"ImagePositionPatient of slice0002 is \[0.0, 0.0, nan\]; expected 3 finite numbers",
+    ),
+    "ipp-inf": (
+        _set(1, ImagePositionPatient=["inf", "0", "2.5"]),
+        SeriesReason.INVALID_TAG_VALUE,
+        r"ImagePositionPatient of slice0001 is \[inf",
+    ),
+    "ipp-huge": (
+        _set(3, ImagePositionPatient=["0", "0", "1e300"]),
+        SeriesReason.INVALID_TAG_VALUE,
+        r"ImagePositionPatient of slice0003 .* within \+-1e\+06 mm",
+    ),
+    "iop-zero": (
+        _set(None, ImageOrientationPatient=["0"] * 6),
+        SeriesReason.INVALID_TAG_VALUE,
+        r"ImageOrientationPatient of slice0000 is \[0.0, 0.0, 0.0, 0.0, 0.0, 0.0\].*perpendicular unit cosines",
+    ),
+    "iop-parallel": (
+        _set(None, ImageOrientationPatient=["1", "0", "0", "1", "0", "0"]),
+        SeriesReason.INVALID_TAG_VALUE,
+        r"ImageOrientationPatient of slice0000 is \[1.0, 0.0, 0.0, 1.0, 0.0, 0.0\]",
+    ),
+    "iop-nan": (
+        _set(None, ImageOrientationPatient=["1", "0", "0", "0", "nan", "0"]),
+        SeriesReason.INVALID_TAG_VALUE,
+        r"ImageOrientationPatient of slice0000",
+    ),
+    "iop-not-unit": (
+        _set(None, ImageOrientationPatient=["2", "0", "0", "0", "1", "0"]),
+        SeriesReason.INVALID_TAG_VALUE,
+        r"ImageOrientationPatient .* unit cosines",
+    ),
+    "slope-zero": (
+        _set(None, RescaleSlope="0"),
+        SeriesReason.INVALID_TAG_VALUE,
+        r"RescaleSlope of slice0000 is 0.0 \(and 3 other slice\(s\)\); expected a finite, non-zero number",
+    ),
+    "slope-nan-one-slice": (
+        _set(1, RescaleSlope="NaN"),
+        SeriesReason.INVALID_TAG_VALUE,
+        r"RescaleSlope of slice0001 is nan",
+    ),
+    "intercept-inf": (
+        _set(0, RescaleIntercept="-inf"),
+        SeriesReason.INVALID_TAG_VALUE,
+        r"RescaleIntercept of slice0000 is -inf; expected a finite number",
+    ),
+    "rows-zero": (
+        _set(None, Rows=0),
+        SeriesReason.INVALID_TAG_VALUE,
+        r"Rows, Columns of slice0000 is \[0, 8\]",
+    ),
+    "pixel-spacing-zero": (
+        _set(None, PixelSpacing=["0", "0.7"]),
+        SeriesReason.INVALID_TAG_VALUE,
+        r"PixelSpacing of slice0000 is \[0.0, 0.7\].*0.0001..1000 mm",
+    ),
+    "pixel-spacing-negative": (
+        _set(None, PixelSpacing=["-0.7", "-0.7"]),
+        SeriesReason.INVALID_TAG_VALUE,
+        r"PixelSpacing of slice0000 is \[-0.7, -0.7\]",
+    ),
+    "pixel-spacing-nan": (
+        _set(None, PixelSpacing=["nan", "0.7"]),
+        SeriesReason.INVALID_TAG_VALUE,
+        r"PixelSpacing of slice0000 is \[nan, 0.7\]",
+    ),
+    "huge-header-tiny-pixels": (
+        _pixels(None, b"\0" * 128, Rows=65535, Columns=65535),
+        SeriesReason.PIXEL_DATA_LENGTH,
+        r"header describes 65535x65535 pixels x 1 frame\(s\) x 16 bits = 8,589,672,450 bytes of pixel data, "
+        r"the file holds 128",
+    ),
+    "rows-larger-than-data": (
+        _set(None, Rows=16),
+        SeriesReason.PIXEL_DATA_LENGTH,
+        r"16x8 pixels .* = 256 bytes of pixel data, the file holds 128",
+    ),
+    "frames-more-than-data": (
+        _set(None, NumberOfFrames=3),
+        SeriesReason.PIXEL_DATA_LENGTH,
+        r"8x8 pixels x 3 frame\(s\) x 16 bits = 384 bytes of pixel data, the file holds 128",
+    ),
+    "bits-allocated-odd": (
+        _set(None, BitsAllocated=12, BitsStored=12, HighBit=11),
+        SeriesReason.INVALID_TAG_VALUE,
+        r"BitsAllocated of slice0000 is 12; expected one of \(8, 16, 32\)",
+    ),
+    "bits-stored-over-allocated": (
+        _set(None, BitsStored=20),
+        SeriesReason.INVALID_TAG_VALUE,
+        r"BitsStored of slice0000 is 20; expected 1..16",
+    ),
+    "pixel-representation-2": (
+        _set(None, PixelRepresentation=2),
+        SeriesReason.INVALID_TAG_VALUE,
+        r"PixelRepresentation of slice0000 is 2; expected 0 or 1",
+    ),
+    "truncated-last-file": (
+        _pixels(3, b"\0" * 64),
+        SeriesReason.UNREADABLE_FILE,
+        r"slice0003",
+    ),
+}
+
+
+@pytest.mark.parametrize("header_path", ["fast", "pydicom"])
+@pytest.mark.parametrize("case", list(DICOM_CASES))
+def test_dicom_bad_value_is_refused_with_reason(tmp_path: Path, case: str, header_path: str) -> None:
+    inject, reason, pattern = DICOM_CASES[case]
+    paths = _series(tmp_path / "s")
+    inject(paths)
+    if header_path == "pydicom":
+        _strip_preamble(paths)
+    with pytest.raises(DicomSeriesError, match=pattern) as info:
+        read_dicom_series(tmp_path / "s")
+    assert info.value.reason is reason
+    found = inspect_dicom(tmp_path / "s")
+    if reason is not SeriesReason.UNREADABLE_FILE:  # damaged pixel data shows only when the pixels are read
+        # inspect and read agree: the series is not usable, for the same reason.
+        assert [p.usable for p in found.plans] == [False]
+        assert found.plans[0].error is not None and found.plans[0].error.reason is reason
+
+
+@pytest.mark.parametrize("header_path", ["fast", "pydicom"])
+@pytest.mark.parametrize(
+    "tags",
+    [
+        {"SliceThickness": "-5"},
+        {"SliceThickness": "nan"},
+        {"SpacingBetweenSlices": "0"},
+        {"ImageOrientationPatient": ["1", "0", "0", "0", "0.99999", "0.00001"]},  # 5-digit cosines, as exported
+    ],
+    ids=["thickness-negative", "thickness-nan", "spacing-between-zero", "cosines-5-digits"],
+)
+def test_dicom_values_not_used_or_within_tolerance_still_read(tmp_path: Path, tags: dict, header_path: str) -> None:
+    """Tags the stack geometry does not depend on (it comes from positions) are ignored, whatever they hold."""
+    paths = _series(tmp_path / "s")
+    _set(None, **tags)(paths)
+    if header_path == "pydicom":
+        _strip_preamble(paths)
+    volume = read_dicom_series(tmp_path / "s")
+    assert volume.shape == (N_SLICES, 8, 8) and volume.geometry.spacing_mm[0] == pytest.approx(STEP_MM)
+    assert np.isfinite(np.asarray(volume.array, np.float64)).all()
+
+
+def test_single_slice_with_nonsense_thickness_gets_one_mm(tmp_path: Path) -> None:
+    paths = write_oracle_series(tmp_path / "s", [(0.0, 0.0, 0.0)], rows=8, cols=8)
+    _set(None, SliceThickness="nan")(paths)
+    from ctseg.io.dicom import ReadOptions
+
+    volume = read_dicom_series(tmp_path / "s", options=ReadOptions(min_slices=1))
+    assert volume.geometry.spacing_mm[0] == 1.0
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads any folder: no permission error"
+)
+def test_unreadable_subfolder_is_named(tmp_path: Path) -> None:
+    _series(tmp_path / "study" / "sub")
+    (tmp_path / "study" / "sub").chmod(0)
+    try:
+        with pytest.raises(
+            DicomSeriesError, match=r"1 file\(s\)/folder\(s\) could not be read, e.g. sub: .*PermissionError"
+        ):
+            read_dicom_series(tmp_path / "study")
+    finally:
+        (tmp_path / "study" / "sub").chmod(0o755)
+
+
+def test_unopenable_file_is_named(tmp_path: Path) -> None:
+    """A file that cannot be opened (here a dangling link; a permission error reads alike) is named with its error."""
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "IM0001").symlink_to(tmp_path / "gone")
+    with pytest.raises(
+        DicomSeriesError, match=r"could not be read, e.g. IM0001: file cannot be opened \(FileNotFoundError"
+    ) as info:
+        read_dicom_series(tmp_path / "study")
+    assert info.value.reason is SeriesReason.UNREADABLE_PATH
