@@ -7,7 +7,10 @@ on both header paths: the fast parser (Part-10 files) and the pydicom fallback (
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,9 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
+from click.testing import CliRunner
 
+from ctseg.cli.main import cli
 from ctseg.errors import DicomSeriesError, SeriesReason
 from ctseg.io.dicom import inspect_dicom, read_dicom_series
 from ctseg.io.dicom.fast_header import parse_header
@@ -254,3 +259,133 @@ def test_unopenable_file_is_named(tmp_path: Path) -> None:
     ) as info:
         read_dicom_series(tmp_path / "study")
     assert info.value.reason is SeriesReason.UNREADABLE_PATH
+
+
+# -- ctseg train: the dataset checks run before every training, not only with --check ---------------------------
+def _phantoms(root: Path) -> Path:
+    from ctseg.phantom import write_phantom_dataset
+
+    return write_phantom_dataset(root, 2, shape=(16, 24, 24))
+
+
+def _rewrite_label(dataset: Path, change: Callable[[np.ndarray], np.ndarray]) -> None:
+    from ctseg.io.images import read_image, write_image
+
+    path = dataset / "labelsTr" / "phantom_001.nii.gz"
+    label = read_image(path)
+    write_image(label.with_array(change(np.asarray(label.array))), path)
+
+
+def _rewrite_image(dataset: Path, change: Callable[[np.ndarray], np.ndarray]) -> None:
+    from ctseg.io.images import read_image, write_image
+
+    path = dataset / "imagesTr" / "phantom_000_0000.nii.gz"
+    image = read_image(path)
+    write_image(image.with_array(change(np.asarray(image.array))), path)
+
+
+def _regrid_label(dataset: Path) -> None:
+    from ctseg.io.images import write_image
+    from ctseg.volume import Geometry, Volume
+
+    write_image(
+        Volume(np.ones((8, 12, 12), np.uint8), Geometry((8, 12, 12), (2.0, 2.0, 2.0))),
+        dataset / "labelsTr" / "phantom_000.nii.gz",
+    )
+
+
+def _meta(change: Callable[[dict], None]) -> Callable[[Path], None]:
+    def apply(dataset: Path) -> None:
+        meta = json.loads((dataset / "dataset.json").read_text())
+        change(meta)
+        (dataset / "dataset.json").write_text(json.dumps(meta))
+
+    return apply
+
+
+def _with_value(arr: np.ndarray, value: float, dtype: type) -> np.ndarray:
+    out = arr.astype(dtype)
+    out[0, 0, 0] = value
+    return out
+
+
+TRAIN_CASES: dict[str, tuple[Callable[[Path], None], str]] = {
+    "label-undeclared": (
+        lambda d: _rewrite_label(d, lambda a: _with_value(a, 9, np.uint8)),
+        r"case phantom_001: label values \[9\] are not declared in dataset.json labels",
+    ),
+    "label-negative": (
+        lambda d: _rewrite_label(d, lambda a: _with_value(a, -3, np.int16)),
+        r"case phantom_001: label values \[-3, 0, .*outside 0..65535",
+    ),
+    "label-fractional": (
+        lambda d: _rewrite_label(d, lambda a: _with_value(a, 1.5, np.float32)),
+        r"case phantom_001: label values \[1.5\] are not integers",
+    ),
+    "label-nan": (
+        lambda d: _rewrite_label(d, lambda a: _with_value(a, np.nan, np.float32)),
+        r"case phantom_001: label values \[nan\] are not integers",
+    ),
+    "image-nan": (
+        lambda d: _rewrite_image(d, lambda a: _with_value(a, np.nan, np.float32)),
+        r"case phantom_000: image has NaN/Inf voxels",
+    ),
+    "image-inf": (
+        lambda d: _rewrite_image(d, lambda a: _with_value(a, np.inf, np.float32)),
+        r"case phantom_000: image has NaN/Inf voxels",
+    ),
+    "label-grid-differs": (_regrid_label, r"case phantom_000: label grid \(8, 12, 12\) @ \[2.0, 2.0, 2.0\] mm differs"),
+    "labels-list": (
+        _meta(lambda m: m.update(labels=["background", "liver"])),
+        r"'labels' is list; expected an object of name -> value",
+    ),
+    "labels-empty": (_meta(lambda m: m.update(labels={})), r"'labels' is dict \(empty\); expected an object"),
+    "label-value-fractional": (
+        _meta(lambda m: m["labels"].update(liver=1.5)),
+        r"label 'liver' has value 1.5; expected an integer 0..65535",
+    ),
+    "label-value-negative": (
+        _meta(lambda m: m["labels"].update(liver=-1)),
+        r"label 'liver' has value -1; expected an integer",
+    ),
+    "label-value-region-list": (
+        _meta(lambda m: m["labels"].update(liver=[1, 2])),
+        r"label 'liver' has value \[1, 2\]; expected an integer 0..65535 \(region lists are not supported\)",
+    ),
+    "label-value-bool": (_meta(lambda m: m["labels"].update(liver=True)), r"label 'liver' has value True"),
+    "label-value-huge": (_meta(lambda m: m["labels"].update(liver=10**12)), r"label 'liver' has value 1000000000000"),
+    "label-value-repeated": (
+        _meta(lambda m: m["labels"].update(liver=2)),
+        r"label value\(s\) \[2\] given to several names",
+    ),
+    "channel-names-number": (_meta(lambda m: m.update(channel_names=3)), r"'channel_names' is 3; expected an object"),
+}
+
+
+@pytest.fixture(scope="module")
+def clean_phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _phantoms(tmp_path_factory.mktemp("phantoms") / "ds")
+
+
+def _no_traceback(result: Any) -> None:
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("case", list(TRAIN_CASES))
+def test_train_refuses_bad_dataset_without_check(clean_phantoms: Path, tmp_path: Path, case: str) -> None:
+    inject, pattern = TRAIN_CASES[case]
+    dataset = tmp_path / "ds"
+    shutil.copytree(clean_phantoms, dataset)
+    inject(dataset)
+    run = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["train", str(dataset), "--out", str(run), "--epochs", "1"])
+    _no_traceback(result)
+    assert result.exit_code == 1, result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert re.search(pattern, result.output), result.output
+    assert not (run / "checkpoint.pt").exists() and not (tmp_path / "models").exists()
+    # --check reports the same problem (and exits 1).
+    checked = CliRunner().invoke(cli, ["train", str(dataset), "--out", str(run), "--check"])
+    _no_traceback(checked)
+    assert checked.exit_code == 1 and re.search(pattern, checked.output), checked.output
