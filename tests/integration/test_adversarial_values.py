@@ -21,9 +21,10 @@ import pytest
 from click.testing import CliRunner
 
 from ctseg.cli.main import cli
-from ctseg.errors import DicomSeriesError, SeriesReason
+from ctseg.errors import DicomSeriesError, GeometryError, ImageFormatError, SeriesReason
 from ctseg.io.dicom import inspect_dicom, read_dicom_series
 from ctseg.io.dicom.fast_header import parse_header
+from ctseg.io.images import read_image
 from tests.synthetic import write_oracle_series
 
 N_SLICES = 4
@@ -389,3 +390,109 @@ def test_train_refuses_bad_dataset_without_check(clean_phantoms: Path, tmp_path:
     checked = CliRunner().invoke(cli, ["train", str(dataset), "--out", str(run), "--check"])
     _no_traceback(checked)
     assert checked.exit_code == 1 and re.search(pattern, checked.output), checked.output
+
+
+# -- NIfTI / NRRD / MHA: the header is checked before the voxel data is read --------------------------------------
+def _nifti(path: Path, *, data: np.ndarray | None = None, **fields: Any) -> Path:
+    """A small NIfTI whose header fields are then overwritten byte-for-byte (nibabel would recompute them)."""
+    import gzip
+    import io
+
+    import nibabel as nib
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.int16) if data is None else data, np.eye(4)), str(path))
+    gz = path.name.endswith(".gz")
+    raw = gzip.decompress(path.read_bytes()) if gz else path.read_bytes()
+    header = nib.Nifti1Header.from_fileobj(io.BytesIO(raw))
+    for key, value in fields.items():
+        if key == "dim":
+            header.set_data_shape(value)
+        else:
+            header[key] = value
+    patched = header.binaryblock + raw[len(header.binaryblock) :]
+    path.write_bytes(gzip.compress(patched) if gz else patched)
+    return path
+
+
+def _itk(path: Path, spacing_zyx: tuple[float, float, float]) -> Path:
+    from ctseg.io.images import write_image
+    from ctseg.volume import Geometry, Volume
+
+    write_image(Volume(np.zeros((4, 4, 4), np.int16), Geometry((4, 4, 4), spacing_zyx)), path)
+    return path
+
+
+IMAGE_CASES: dict[str, tuple[Callable[[Path], Path], type[Exception], str]] = {
+    "nii-30000-cubed": (
+        lambda d: _nifti(d / "big.nii", dim=(30000, 30000, 30000)),
+        ImageFormatError,
+        r"cannot read big.nii: its header describes 30000x30000x30000 voxels x 2 bytes = 5.03e\+04 GiB, the file "
+        r"holds 128 bytes of voxel data",
+    ),
+    "nii-gz-30000-cubed": (
+        lambda d: _nifti(d / "big.nii.gz", dim=(30000, 30000, 30000)),
+        ImageFormatError,
+        r"cannot read big.nii.gz: its header describes 30000x30000x30000 voxels .* more than this machine's .* GiB "
+        r"of memory",
+    ),
+    "nii-gz-truncated": (
+        lambda d: _nifti(d / "trunc.nii.gz", dim=(64, 64, 64)),
+        ImageFormatError,
+        r"cannot read NIfTI file trunc.nii.gz: OSError: Expected 524288 bytes, got 128 bytes",
+    ),
+    "nii-empty-axis": (
+        lambda d: _nifti(d / "empty.nii.gz", dim=(4, 0, 4)),
+        ImageFormatError,
+        r"empty.nii.gz has shape \(4, 0, 4\); expected at least one voxel on every axis",
+    ),
+    "nii-spacing-500mm": (
+        lambda d: _nifti(d / "s.nii.gz", srow_z=[0, 0, 500, 0], qform_code=0),
+        ImageFormatError,
+        r"s.nii.gz has voxel spacing \(z, y, x\) \[500.0, 1.0, 1.0\] mm; expected 0.02..100 mm",
+    ),
+    "nii-spacing-0.01mm": (
+        lambda d: _nifti(d / "s.nii.gz", srow_x=[0.01, 0, 0, 0], srow_y=[0, 0.01, 0, 0], qform_code=0),
+        ImageFormatError,
+        r"voxel spacing \(z, y, x\) \[1.0, 0.01, 0.01\] mm; expected 0.02..100 mm .*metres or micrometres",
+    ),
+    "nii-affine-nan": (
+        lambda d: _nifti(d / "n.nii.gz", srow_x=[1, 0, 0, np.nan], qform_code=0),
+        GeometryError,
+        r"n.nii.gz: affine \(index -> RAS mm\) holds NaN/Inf",
+    ),
+    "nii-affine-inf": (
+        lambda d: _nifti(d / "n.nii.gz", srow_y=[0, np.inf, 0, 0], qform_code=0),
+        GeometryError,
+        r"affine \(index -> RAS mm\) holds NaN/Inf",
+    ),
+    "nii-affine-zero-axis": (
+        lambda d: _nifti(d / "z.nii.gz", srow_x=[0, 0, 0, 0], qform_code=0),
+        GeometryError,
+        r"affine has a zero-length axis",
+    ),
+    "mha-spacing-500mm": (
+        lambda d: _itk(d / "s.mha", (500.0, 1.0, 1.0)),
+        ImageFormatError,
+        r"s.mha has voxel spacing \(z, y, x\) \[500.0, 1.0, 1.0\] mm",
+    ),
+    "nrrd-spacing-0.001mm": (
+        lambda d: _itk(d / "s.nrrd", (1.0, 0.001, 0.001)),
+        ImageFormatError,
+        r"s.nrrd has voxel spacing \(z, y, x\) \[1.0, 0.001, 0.001\] mm",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(IMAGE_CASES))
+def test_image_file_bad_header_is_refused(tmp_path: Path, case: str) -> None:
+    make, error, pattern = IMAGE_CASES[case]
+    path = make(tmp_path)
+    with pytest.raises(error, match=pattern):
+        read_image(path)
+    # The CLI says the same in one line, exit 1 (evaluate reads it as a reference label map).
+    (tmp_path / "pred").mkdir()
+    shutil.copy(path, tmp_path / "pred" / path.name)
+    result = CliRunner().invoke(cli, ["evaluate", str(tmp_path / "pred"), str(path.parent / path.name)])
+    _no_traceback(result)
+    assert result.exit_code == 1 and re.search(pattern, result.output), result.output
