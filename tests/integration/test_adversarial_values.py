@@ -7,6 +7,7 @@ on both header paths: the fast parser (Part-10 files) and the pydicom fallback (
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -496,3 +497,46 @@ def test_image_file_bad_header_is_refused(tmp_path: Path, case: str) -> None:
     result = CliRunner().invoke(cli, ["evaluate", str(tmp_path / "pred"), str(path.parent / path.name)])
     _no_traceback(result)
     assert result.exit_code == 1 and re.search(pattern, result.output), result.output
+
+
+# -- evaluate: a bounded score gets a bounded interval ------------------------------------------------------------
+def test_dice_interval_stays_in_0_1_and_says_how_it_was_made(tmp_path: Path) -> None:
+    """Dice 0, 0.5 and 1 over three cases: a t-interval reaches below 0 and above 1; the bootstrap one cannot."""
+    from ctseg.io.images import write_image
+    from ctseg.volume import Geometry, Volume
+
+    geometry = Geometry((8, 8, 8), (1.0, 1.0, 1.0))
+    ref = np.zeros((8, 8, 8), np.uint8)
+    ref[2:6, 2:6, 2:6] = 1
+    half = np.zeros_like(ref)
+    half[2:6, 2:6, 4:8] = 1  # 32 of 64 voxels shared with a 64-voxel cube: Dice 0.5
+    for name, pred in (("a", np.zeros_like(ref)), ("b", half), ("c", ref)):
+        write_image(Volume(ref, geometry), tmp_path / "ref" / f"{name}.nii.gz")
+        write_image(Volume(pred, geometry), tmp_path / "pred" / f"{name}.nii.gz")
+    out = tmp_path / "out" / "metrics.csv"
+    result = CliRunner().invoke(cli, ["evaluate", str(tmp_path / "pred"), str(tmp_path / "ref"), "--out", str(out)])
+    _no_traceback(result)
+    assert result.exit_code == 0, result.output
+    assert "mean [95% CI: bootstrap percentile, 2000 resamples, seed 0]" in result.output
+    with open(tmp_path / "out" / "metrics_summary.csv", newline="") as fp:
+        (row,) = list(csv.DictReader(fp))
+    low, high = float(row["dice_ci_low"]), float(row["dice_ci_high"])
+    assert float(row["dice_mean"]) == pytest.approx(0.5)
+    assert 0.0 <= low < 0.5 < high <= 1.0 and 0.0 <= float(row["nsd_ci_low"]) <= float(row["nsd_ci_high"]) <= 1.0
+    assert row["ci_method"] == "95% bootstrap percentile, 2000 resamples, seed 0"
+    # Seeded: a second run gives the same interval.
+    again = CliRunner().invoke(cli, ["evaluate", str(tmp_path / "pred"), str(tmp_path / "ref")])
+    assert f"[{low:.3f}, {high:.3f}]" in again.output
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[0.0, 1.0], [0.97, 0.98, 0.99, 1.0], [0.0] * 5 + [1.0], [1.0, 1.0, 1.0], list(np.linspace(0, 1, 500))],
+    ids=["two-extremes", "near-one", "mostly-zero", "constant", "many"],
+)
+def test_bootstrap_interval_within_value_range(values: list[float]) -> None:
+    from ctseg.evaluate.summary import mean_ci
+
+    mean, (low, high) = mean_ci(values)
+    assert min(values) <= low <= mean <= high <= max(values)
+    assert mean_ci(values) == (mean, (low, high))  # seeded
