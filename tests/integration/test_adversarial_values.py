@@ -12,6 +12,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -540,3 +542,71 @@ def test_bootstrap_interval_within_value_range(values: list[float]) -> None:
     mean, (low, high) = mean_ci(values)
     assert min(values) <= low <= mean <= high <= max(values)
     assert mean_ci(values) == (mean, (low, high))  # seeded
+
+
+# -- the same DICOM cases through the CLI: one line, exit 1, no traceback, nothing written ------------------------
+@pytest.mark.parametrize("case", [c for c in DICOM_CASES if c != "truncated-last-file"])
+def test_dicom_bad_value_cli_convert_and_inspect(tmp_path: Path, case: str) -> None:
+    inject, reason, pattern = DICOM_CASES[case]
+    inject(_series(tmp_path / "s"))
+    out = tmp_path / "out" / "ct.nii.gz"
+    result = CliRunner().invoke(cli, ["convert", str(tmp_path / "s"), str(out)])
+    _no_traceback(result)
+    assert result.exit_code == 1 and f"[{reason.value}]" in result.output and re.search(pattern, result.output)
+    assert len(result.output.strip().splitlines()) == 1 and not out.exists()
+    report = CliRunner().invoke(cli, ["inspect", str(tmp_path / "s"), "--json"])
+    _no_traceback(report)
+    (series,) = json.loads(report.output)["series"]
+    assert series["usable"] is False and f"[{reason.value}]" in json.dumps(series)
+
+
+@pytest.mark.parametrize("case", ["ipp-nan-one-slice", "iop-zero", "slope-nan-one-slice", "huge-header-tiny-pixels"])
+def test_dicom_bad_value_in_a_real_process_prints_no_warning(tmp_path: Path, case: str) -> None:
+    """``python -m ctseg convert``: stderr holds the one error line, no numpy warning, no traceback."""
+    inject, reason, _ = DICOM_CASES[case]
+    inject(_series(tmp_path / "s"))
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "ctseg", "convert", str(tmp_path / "s"), str(tmp_path / "ct.nii.gz")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and f"[{reason.value}]" in lines[0], proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "match"),
+    [
+        ("config.infer.overlap", 1.0, r"config.infer.overlap is 1.0; expected a number in \[0.0, 0.95\]"),
+        ("config.infer.overlap", -5, r"config.infer.overlap is -5.0; expected a number in \[0.0, 0.95\]"),
+        ("config.preprocess.target_spacing_mm", [0.001, 1, 1], r"target_spacing_mm is 0.001; expected a number in"),
+        ("config.preprocess.std_hu", 0, r"config.preprocess.std_hu is 0.0; expected a number in \[1e-06"),
+        ("patch_size", [0, 16, 16], r"patch_size is 0; expected an integer in \[1, 1024\]"),
+        ("patch_size", [-8, 16, 16], r"patch_size is -8; expected an integer in \[1, 1024\]"),
+        ("labels", {}, r"labels is \{\}; expected at least one foreground class"),
+        ("colors", {"1": [255, 0, 0]}, r"colors is \[1\]; expected one colour per foreground label \[1, 2\]"),
+    ],
+)
+def test_model_json_values_from_the_issue_are_refused(key: str, value: Any, match: str) -> None:
+    from ctseg.errors import ModelFileError
+    from ctseg.io.model_files import ModelCard
+    from tests.unit.io.test_model_files import _with
+
+    with pytest.raises(ModelFileError, match=match):
+        ModelCard.from_dict(_with(key, value))
+
+
+def test_model_json_list_at_top_level_is_refused() -> None:
+    from ctseg.errors import ModelFileError
+    from ctseg.io.model_files import ModelCard
+    from tests.unit.io.test_model_files import _meta
+
+    with pytest.raises(ModelFileError, match=r"expected a JSON object at the top level, got list"):
+        ModelCard.from_dict([_meta()])
