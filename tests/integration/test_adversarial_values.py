@@ -51,6 +51,24 @@ def _set(index: int | None, **values: Any) -> Callable[[list[Path]], None]:
     return apply
 
 
+def _raw(**values: str) -> Callable[[list[Path]], None]:
+    """Store text as is in numeric tags of every file (pydicom refuses to set such values, but reads them)."""
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+    from pydicom.dataelem import RawDataElement
+
+    def apply(paths: list[Path]) -> None:
+        for path in paths:
+            ds = pydicom.dcmread(path)
+            for key, text in values.items():
+                tag = tag_for_keyword(key)
+                assert tag is not None
+                raw = text.encode() + (b" " if len(text) % 2 else b"")
+                ds[tag] = RawDataElement(pydicom.tag.Tag(tag), dictionary_VR(tag), len(raw), raw, 0, False, True)
+            ds.save_as(path)
+
+    return apply
+
+
 def _pixels(index: int | None, data: bytes, **values: Any) -> Callable[[list[Path]], None]:
     """Replace PixelData (and set tags) on one file or all."""
 
@@ -63,6 +81,14 @@ def _pixels(index: int | None, data: bytes, **values: Any) -> Callable[[list[Pat
             ds.save_as(path)
 
     return apply
+
+
+def _implicit_vr(paths: list[Path]) -> None:
+    """Rewrite as implicit VR little endian (the fast parser's other syntax)."""
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+        ds.save_as(path, implicit_vr=True, little_endian=True)
 
 
 def _strip_preamble(paths: list[Path]) -> None:
@@ -182,6 +208,36 @@ DICOM_CASES: dict[str, tuple[Callable[[list[Path]], None], SeriesReason, str]] =
         SeriesReason.INVALID_TAG_VALUE,
         r"PixelRepresentation of slice0000 is 2; expected 0 or 1",
     ),
+    "ipp-text": (
+        _raw(ImagePositionPatient="0\\abc\\0"),
+        SeriesReason.INVALID_TAG_VALUE,
+        r"ImagePositionPatient of slice0000 is \[nan, nan, nan\]",
+    ),
+    "pixel-spacing-text-blank-uids": (
+        lambda paths: (_raw(PixelSpacing="x\\y")(paths), _set(None, SeriesInstanceUID="")(paths)),
+        SeriesReason.INVALID_TAG_VALUE,
+        r"PixelSpacing of slice0000 is \[nan, nan\]",
+    ),
+    "frames-text": (
+        _raw(SeriesNumber="abc", NumberOfFrames="x1"),
+        SeriesReason.INVALID_TAG_VALUE,
+        r"NumberOfFrames of slice0000 is x1; expected an integer >= 1",
+    ),
+    "slope-text": (
+        _raw(RescaleSlope="abc"),
+        SeriesReason.INVALID_TAG_VALUE,
+        r"RescaleSlope of slice0000 is nan \(and 3 other slice\(s\)\)",
+    ),
+    "frames-zero": (
+        _set(None, NumberOfFrames=0),
+        SeriesReason.INVALID_TAG_VALUE,
+        r"NumberOfFrames of slice0000 is 0; expected an integer >= 1",
+    ),
+    "samples-per-pixel-zero": (
+        _set(None, SamplesPerPixel=0),
+        SeriesReason.INVALID_TAG_VALUE,
+        r"SamplesPerPixel of slice0000 is 0; expected an integer >= 1",
+    ),
     "truncated-last-file": (
         _pixels(3, b"\0" * 64),
         SeriesReason.UNREADABLE_FILE,
@@ -190,12 +246,14 @@ DICOM_CASES: dict[str, tuple[Callable[[list[Path]], None], SeriesReason, str]] =
 }
 
 
-@pytest.mark.parametrize("header_path", ["fast", "pydicom"])
+@pytest.mark.parametrize("header_path", ["fast", "fast-implicit", "pydicom"])
 @pytest.mark.parametrize("case", list(DICOM_CASES))
 def test_dicom_bad_value_is_refused_with_reason(tmp_path: Path, case: str, header_path: str) -> None:
     inject, reason, pattern = DICOM_CASES[case]
     paths = _series(tmp_path / "s")
     inject(paths)
+    if header_path == "fast-implicit":
+        _implicit_vr(paths)
     if header_path == "pydicom":
         _strip_preamble(paths)
     with pytest.raises(DicomSeriesError, match=pattern) as info:
@@ -239,19 +297,68 @@ def test_single_slice_with_nonsense_thickness_gets_one_mm(tmp_path: Path) -> Non
     assert volume.geometry.spacing_mm[0] == 1.0
 
 
-@pytest.mark.skipif(
-    not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads any folder: no permission error"
-)
+def _read_without_permission_override(folder: Path) -> tuple[str, str, str]:
+    """``read_dicom_series(folder)`` in a forked child whose effective capabilities are dropped.
+
+    As root (as in a container) permission bits do not apply; without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH
+    they do, so a folder with mode 000 is unreadable as it is for any user. Returns the error's type name, message
+    and reason (``("", "", "")`` when it read).
+    """
+    import ctypes
+    import multiprocessing
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+    def child(conn: Any) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        header, data = Header(0x20080522, 0), (Data * 2)()  # _LINUX_CAPABILITY_VERSION_3: two 32-bit words
+        if libc.capget(ctypes.byref(header), data) != 0:
+            conn.send(("capget failed", "", ""))
+            return
+        data[0].effective = data[1].effective = 0
+        if libc.capset(ctypes.byref(header), data) != 0:
+            conn.send(("capset failed", "", ""))
+            return
+        try:
+            read_dicom_series(folder)
+            conn.send(("", "", ""))
+        except Exception as exc:
+            conn.send((type(exc).__name__, str(exc), str(getattr(exc, "reason", ""))))
+
+    ctx = multiprocessing.get_context("fork")
+    parent, child_end = ctx.Pipe()
+    proc = ctx.Process(target=child, args=(child_end,))
+    proc.start()
+    result = parent.recv() if parent.poll(60) else ("no answer", "", "")
+    proc.join(10)
+    return result
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="capabilities and fork are Linux")
 def test_unreadable_subfolder_is_named(tmp_path: Path) -> None:
     _series(tmp_path / "study" / "sub")
     (tmp_path / "study" / "sub").chmod(0)
     try:
-        with pytest.raises(
-            DicomSeriesError, match=r"1 file\(s\)/folder\(s\) could not be read, e.g. sub: .*PermissionError"
-        ):
-            read_dicom_series(tmp_path / "study")
+        kind, message, reason = _read_without_permission_override(tmp_path / "study")
     finally:
         (tmp_path / "study" / "sub").chmod(0o755)
+    assert kind == "DicomSeriesError" and reason == SeriesReason.UNREADABLE_PATH.value, (kind, message)
+    expected = r"1 file\(s\)/folder\(s\) could not be read, e.g. sub: folder cannot be listed \(PermissionError"
+    assert re.search(expected, message), message
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="capabilities and fork are Linux")
+def test_unreadable_file_beside_a_good_series_is_listed_not_fatal(tmp_path: Path) -> None:
+    paths = _series(tmp_path / "study")
+    extra = tmp_path / "study" / "locked"
+    extra.write_bytes(paths[0].read_bytes())
+    extra.chmod(0)
+    kind, message, _ = _read_without_permission_override(tmp_path / "study")
+    assert (kind, message) == ("", "")
 
 
 def test_unopenable_file_is_named(tmp_path: Path) -> None:

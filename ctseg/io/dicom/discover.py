@@ -163,19 +163,24 @@ def _non_image_reason(ds: Dataset) -> str | None:
     return None
 
 
+def _key_numbers(ds: Dataset, keyword: str) -> tuple[float, ...] | str:
+    """A multi-valued DS tag rounded for the grouping key; its text when it is not numbers (checked later)."""
+    try:
+        value = ds.get(keyword)
+        return tuple(np.round(np.asarray(value, float), _KEY_DECIMALS).tolist()) if value else ()
+    except (TypeError, ValueError, OverflowError):  # pydicom converts on access; the series check names the value
+        return "unparsable"
+
+
 def _group_key(ds: Dataset) -> tuple[str, bool]:
     uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
     if uid:
         return uid, False
     # No UID: same frame of reference, orientation, pixel spacing and matrix size form one series.
-    iop = ds.get("ImageOrientationPatient")
-    iop_key = tuple(np.round(np.asarray(iop, float), _KEY_DECIMALS).tolist()) if iop else ()
-    ps = ds.get("PixelSpacing")
-    ps_key = tuple(np.round(np.asarray(ps, float), _KEY_DECIMALS).tolist()) if ps else ()
     parts = [
         str(ds.get("FrameOfReferenceUID", "") or ""),
-        str(iop_key),
-        str(ps_key),
+        str(_key_numbers(ds, "ImageOrientationPatient")),
+        str(_key_numbers(ds, "PixelSpacing")),
         f"{ds.get('Rows', '?')}x{ds.get('Columns', '?')}",
     ]
     return "nouid:" + "|".join(parts), True

@@ -64,13 +64,21 @@ def _fast_path_dtype(f: DicomFile) -> np.dtype | None:
 
 def _int_tag(f: DicomFile, keyword: str, default: int) -> int | None:
     """An integer tag's value (``default`` when absent or blank); ``None`` when it is not one integer."""
-    value = f.header.get(keyword, default)
-    if value is None or value == "":
-        return default
     try:
+        value = f.header.get(keyword, default)
+        if value is None or value == "":
+            return default
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # pydicom converts on access: "abc" in an IS raises
         return None
+
+
+def _shown(f: DicomFile, keyword: str) -> str:
+    """A tag's value for a message (its text as stored, or why it cannot be shown)."""
+    try:
+        return str(f.header.get(keyword))
+    except (TypeError, ValueError, OverflowError):
+        return "not a number"
 
 
 def pixel_data_bytes(f: DicomFile) -> int | None:
@@ -112,21 +120,21 @@ def pixel_format_problem(f: DicomFile) -> tuple[SeriesReason, str] | None:
     bits = _int_tag(f, "BitsAllocated", 16)
     if bits not in BITS_ALLOCATED:
         return SeriesReason.INVALID_TAG_VALUE, (
-            f"BitsAllocated of {name} is {f.header.get('BitsAllocated')!r}; expected one of {BITS_ALLOCATED}"
+            f"BitsAllocated of {name} is {_shown(f, 'BitsAllocated')}; expected one of {BITS_ALLOCATED}"
         )
     stored = _int_tag(f, "BitsStored", bits)
     if stored is None or not 1 <= stored <= bits:
         return SeriesReason.INVALID_TAG_VALUE, (
-            f"BitsStored of {name} is {f.header.get('BitsStored')!r}; expected 1..{bits} (BitsAllocated)"
+            f"BitsStored of {name} is {_shown(f, 'BitsStored')}; expected 1..{bits} (BitsAllocated)"
         )
     counts = {kw: _int_tag(f, kw, 1) for kw in ("SamplesPerPixel", "NumberOfFrames")}
     counts["Rows"], counts["Columns"] = _int_tag(f, "Rows", 0), _int_tag(f, "Columns", 0)
     for kw, value in counts.items():
         if value is None or value < 1:
-            return SeriesReason.INVALID_TAG_VALUE, f"{kw} of {name} is {f.header.get(kw)!r}; expected an integer >= 1"
+            return SeriesReason.INVALID_TAG_VALUE, f"{kw} of {name} is {_shown(f, kw)}; expected an integer >= 1"
     if _int_tag(f, "PixelRepresentation", 0) not in (0, 1):
         return SeriesReason.INVALID_TAG_VALUE, (
-            f"PixelRepresentation of {name} is {f.header.get('PixelRepresentation')!r}; expected 0 or 1"
+            f"PixelRepresentation of {name} is {_shown(f, 'PixelRepresentation')}; expected 0 or 1"
         )
     held = pixel_data_bytes(f)
     rows, cols, frames, samples = (

@@ -22,11 +22,32 @@ PIXEL_SPACING_RANGE_MM = (1e-4, 1e3)
 COSINE_TOL = 0.05
 
 
-def _floats(value: object, n: int) -> tuple[float, ...] | None:
+class _Unparsable:
+    """A tag that is present but whose text is not a number (pydicom raises when it converts it)."""
+
+
+_UNPARSABLE = _Unparsable()
+
+
+def _get(item: object, keyword: str, default: object = None) -> Any:
+    """A tag's value; :data:`_UNPARSABLE` when converting it fails (e.g. ``"abc"`` in a DS read by pydicom)."""
     try:
-        out = tuple(float(v) for v in value)  # type: ignore[attr-defined]
-    except (TypeError, ValueError):
+        return getattr(item, keyword, default)
+    except (ValueError, TypeError, OverflowError):
+        return _UNPARSABLE
+
+
+def _floats(value: object, n: int) -> tuple[float, ...] | None:
+    """``n`` floats; NaNs when the tag holds text that is not numbers (refused by the value check); None if absent."""
+    if value is None or value == "":
         return None
+    if value is _UNPARSABLE:
+        return (float("nan"),) * n
+    try:
+        single = isinstance(value, str | bytes | int | float)  # one value (pydicom's DSfloat is a float)
+        out = tuple(float(v) for v in ([value] if single else value))  # type: ignore[arg-type, attr-defined]
+    except (TypeError, ValueError):  # text that is not numbers (pydicom may keep it as str)
+        return (float("nan"),) * n
     return out if len(out) == n else None
 
 
@@ -40,10 +61,20 @@ def _number(value: object, default: float) -> float:
         return float("nan")
 
 
+def _count(value: object, default: int) -> int:
+    """An IS/US count: ``default`` when absent or blank, -1 when not an integer (refused by the value check)."""
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError, OverflowError):
+        return -1
+
+
 def _lut(item: object, default: tuple[float, float]) -> tuple[float, float]:
     return (
-        _number(getattr(item, "RescaleSlope", None), default[0]),
-        _number(getattr(item, "RescaleIntercept", None), default[1]),
+        _number(_get(item, "RescaleSlope"), default[0]),
+        _number(_get(item, "RescaleIntercept"), default[1]),
     )
 
 
@@ -54,7 +85,7 @@ def _functional(ds: Any, frame: int, seq: str, attr: str) -> Any:
     for item in (per_frame[frame] if per_frame else None, shared[0] if shared else None):
         sub = getattr(item, seq, None) if item is not None else None
         if sub:
-            value = getattr(sub[0], attr, None) if attr else sub[0]
+            value = _get(sub[0], attr) if attr else sub[0]
             if value is not None:
                 return value
     return None
@@ -65,18 +96,18 @@ def slices_of(f: DicomFile) -> list[SliceRef]:
     ds = f.header
     image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
     localizer = "LOCALIZER" in image_type
-    secondary = f.sop_class.startswith(SECONDARY_CAPTURE_SOP_PREFIX) or int(ds.get("SamplesPerPixel", 1) or 1) > 1
-    acquisition = str(ds.get("AcquisitionNumber", "") or "")
-    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    secondary = f.sop_class.startswith(SECONDARY_CAPTURE_SOP_PREFIX) or _count(_get(ds, "SamplesPerPixel"), 1) > 1
+    acquisition = str(_get(ds, "AcquisitionNumber", "") or "")
+    rows, cols = _count(_get(ds, "Rows"), 0), _count(_get(ds, "Columns"), 0)
+    n_frames = max(1, _count(_get(ds, "NumberOfFrames"), 1))
     if "PerFrameFunctionalGroupsSequence" not in ds and "SharedFunctionalGroupsSequence" not in ds:
         return [
             SliceRef(
                 f,
                 0,
-                _floats(ds.get("ImagePositionPatient"), 3),
-                _floats(ds.get("ImageOrientationPatient"), 6),
-                _floats(ds.get("PixelSpacing"), 2),
+                _floats(_get(ds, "ImagePositionPatient"), 3),
+                _floats(_get(ds, "ImageOrientationPatient"), 6),
+                _floats(_get(ds, "PixelSpacing"), 2),
                 rows,
                 cols,
                 *_lut(ds, (1.0, 0.0)),
@@ -110,7 +141,8 @@ def slices_of(f: DicomFile) -> list[SliceRef]:
 def series_label(group: SeriesGroup) -> str:
     """A short, non-identifying name for messages: series number and description."""
     ds = group.first
-    number = ds.get("SeriesNumber", "")
+    number = _get(ds, "SeriesNumber", "")
+    number = "?" if number is _UNPARSABLE else number
     desc = str(ds.get("SeriesDescription", "") or "").strip()
     return f"series {number if number not in (None, '') else '?'}" + (f" '{desc}'" if desc else "")
 
