@@ -41,8 +41,9 @@ def evaluate(pred: Path, ref: Path, out: Path | None, nsd_tolerance_mm: float, l
     PRED and REF are each a label file (.nii.gz, .nii, .nrrd, .mha), a folder of them, or a folder of
     `ctseg predict` outputs (PRED/<case>/mask.nii.gz). Cases match by file name without the suffix and a
     trailing _0000 or _mask. Each class is scored in world space: a prediction on another grid is resampled onto
-    the reference grid (nearest neighbour). Prints mean and 95% CI per class of Dice, HD95 (mm, finite values)
-    and normalised surface Dice; a reference without prediction counts as a failure (Dice 0).
+    the reference grid (nearest neighbour). Prints mean and 95% CI (seeded bootstrap percentile) per class of
+    Dice, HD95 (mm, finite values) and normalised surface Dice; a reference without prediction counts as a
+    failure (Dice 0).
 
     \b
     Examples:

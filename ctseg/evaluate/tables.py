@@ -10,7 +10,7 @@ from dataclasses import fields
 from typing import TYPE_CHECKING
 
 from ctseg.evaluate.metrics import ClassMetrics
-from ctseg.evaluate.summary import ClassSummary, MetricRow
+from ctseg.evaluate.summary import CI_METHOD, CONFIDENCE, ClassSummary, MetricRow
 
 if TYPE_CHECKING:
     from ctseg.evaluate.report import Report
@@ -41,16 +41,17 @@ def rows_csv(rows: Sequence[MetricRow]) -> str:
 
 
 def summary_csv(summary: Sequence[ClassSummary]) -> str:
-    """One row per class: counts, means and CI bounds."""
+    """One row per class: counts, means, CI bounds and how the CIs were computed (``ci_method``)."""
     header = (
         "class,label,n_cases,n_scored,dice_mean,dice_ci_low,dice_ci_high,hd95_mean_mm,hd95_ci_low_mm,"
-        "hd95_ci_high_mm,hd95_n_excluded,nsd_mean,nsd_ci_low,nsd_ci_high"
+        "hd95_ci_high_mm,hd95_n_excluded,nsd_mean,nsd_ci_low,nsd_ci_high,ci_method"
     ).split(",")
     table = [
         [s.class_value, s.label, s.n_cases, s.n_scored]
         + [_fmt(v) for v in (s.dice_mean, *s.dice_ci, s.hd95_mean_mm, *s.hd95_ci_mm)]
         + [s.hd95_n_excluded]
         + [_fmt(v) for v in (s.nsd_mean, *s.nsd_ci)]
+        + [f"{CONFIDENCE:.0%} {CI_METHOD}"]
         for s in summary
     ]
     return _csv(header, table)
@@ -79,7 +80,10 @@ def format_summary(report: Report) -> str:
         return f"{mean:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
 
     cases = len({r.case for r in report.rows})
-    lines = [f"{cases} case(s), {len(report.missing_predictions)} without prediction; mean [95% CI]"]
+    lines = [
+        f"{cases} case(s), {len(report.missing_predictions)} without prediction; "
+        f"mean [{CONFIDENCE:.0%} CI: {CI_METHOD}]"
+    ]
     header = ("class", "label", "n", "Dice", "HD95 mm", "NSD")
     table = [
         (

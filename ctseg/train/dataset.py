@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,10 @@ GRID_TOL_MM = 1e-3
 #: A raw CT has air near -1000 HU and nothing far above bone/metal.
 AIR_MAX_HU = -500.0
 MAX_PLAUSIBLE_HU = 35000.0
+#: Label values are non-negative integers up to this (uint16, as label maps are stored).
+MAX_LABEL_VALUE = 65535
+#: Problems quoted in the error that stops a training on a dataset that fails its checks.
+MAX_PROBLEMS_SHOWN = 5
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,8 @@ class DatasetFolder:
     labels: dict[int, str]
     source_values: dict[int, int]
     cases: list[Case] = field(default_factory=list)
+    #: Every label of dataset.json (name -> value), trained or not; a label file may hold only these values.
+    declared: dict[str, int] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -85,6 +92,36 @@ def parse_label_subset(text: str) -> dict[str, int]:
     return out
 
 
+def _declared_labels(meta: object, meta_path: Path) -> dict[str, int]:
+    """dataset.json's ``labels``: names -> distinct integer values in 0..MAX_LABEL_VALUE.
+
+    Raises
+    ------
+    DatasetError
+        When ``labels`` is missing, not an object, or holds a value that is not such an integer.
+    """
+    labels = meta.get("labels") if isinstance(meta, dict) else None
+    if not isinstance(labels, dict) or not labels:
+        raise DatasetError(
+            f"{meta_path}: 'labels' is {type(labels).__name__ if labels is not None else 'missing'}"
+            f"{' (empty)' if labels == {} else ''}; expected an object of name -> value, e.g. "
+            '{"background": 0, "liver": 1}'
+        )
+    out: dict[str, int] = {}
+    for name, value in labels.items():
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and float(value).is_integer()
+        if not ok or not 0 <= value <= MAX_LABEL_VALUE:
+            raise DatasetError(
+                f"{meta_path}: label {name!r} has value {value!r}; expected an integer 0..{MAX_LABEL_VALUE} "
+                "(region lists are not supported)"
+            )
+        out[str(name)] = int(value)
+    repeated = sorted({v for v in out.values() if list(out.values()).count(v) > 1})
+    if repeated:
+        raise DatasetError(f"{meta_path}: label value(s) {repeated} given to several names; expected one name each")
+    return out
+
+
 def _find_image(images_dir: Path, case: str) -> Path | None:
     for suffix in IMAGE_SUFFIXES:
         p = images_dir / f"{case}_0000{suffix}"
@@ -108,10 +145,12 @@ def load_dataset(root: Path, *, label_subset: dict[str, int] | None = None) -> D
         raise DatasetError(f"{meta_path} not found; a dataset folder holds dataset.json, imagesTr/ and labelsTr/")
     try:
         meta = json.loads(meta_path.read_text())
-        declared = {str(k): int(v) for k, v in meta["labels"].items()}
         channels = meta["channel_names"]
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{meta_path}: expected 'channel_names' and 'labels' (name -> value): {exc}") from exc
+    declared = _declared_labels(meta, meta_path)
+    if not isinstance(channels, dict | list):
+        raise DatasetError(f'{meta_path}: \'channel_names\' is {channels!r}; expected an object, e.g. {{"0": "CT"}}')
     if len(channels) != 1:
         raise DatasetError(f"{meta_path}: {len(channels)} channels declared; ctseg trains single-channel CT")
     foreground = {n: v for n, v in declared.items() if v != 0}
@@ -141,7 +180,7 @@ def load_dataset(root: Path, *, label_subset: dict[str, int] | None = None) -> D
         cases.append(Case(name, image, label_path))
     if not cases:
         raise DatasetError(f"no label files in {labels_dir}")
-    return DatasetFolder(root, labels, source, cases)
+    return DatasetFolder(root, labels, source, cases, declared)
 
 
 def read_case(case: Case) -> tuple[Volume, Volume]:
@@ -163,23 +202,41 @@ def check_case(dataset: DatasetFolder, case: Case) -> list[str]:
             "resample the label onto the image (ctseg uses nearest-neighbour on labels)"
         )
     arr = np.asarray(image.array)
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+    finite = arr[np.isfinite(arr)] if arr.dtype.kind == "f" and not np.isfinite(arr).all() else arr
+    if finite is not arr:
         problems.append(f"case {case.name}: image has NaN/Inf voxels; replace them (e.g. with -1024 HU)")
-    lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (math.nan, math.nan)
     if lo > AIR_MAX_HU or hi > MAX_PLAUSIBLE_HU:
         problems.append(
             f"case {case.name}: HU range {lo:.0f}..{hi:.0f} is not raw CT (expected air near -1000 HU); "
             "use the unnormalised HU image"
         )
-    values = set(np.unique(label.array).astype(int).tolist())
-    declared = set(dataset.source_values.values()) | {0}
-    all_declared = json.loads((dataset.root / "dataset.json").read_text())["labels"].values()
-    stray = sorted(values - set(int(v) for v in all_declared) - {0})
-    if stray:
-        problems.append(f"case {case.name}: label values {stray} are not declared in dataset.json labels")
-    if not values & (declared - {0}):
-        problems.append(f"case {case.name}: none of the trained classes {sorted(declared - {0})} occurs in its label")
+    label_problem = _label_values_problem(dataset, np.unique(np.asarray(label.array)))
+    if label_problem:
+        problems.append(f"case {case.name}: {label_problem}")
     return problems
+
+
+def _label_values_problem(dataset: DatasetFolder, found: np.ndarray) -> str | None:
+    """What is wrong with the distinct values of a label map (``found``, sorted), in words; None when nothing."""
+    shown = found[:8].tolist()
+    if found.dtype.kind == "f":
+        bad = found[~np.isfinite(found) | (found != np.round(found))]
+        if bad.size:
+            return (
+                f"label values {bad[:8].tolist()} are not integers (values {shown}); a label map holds integer "
+                "class values: round or re-export it (nearest-neighbour if it was resampled)"
+            )
+    if found.size and (found[0] < 0 or found[-1] > MAX_LABEL_VALUE):
+        return f"label values {shown} outside 0..{MAX_LABEL_VALUE}; a label map holds the values of dataset.json"
+    values = set(found.astype(np.int64).tolist())
+    stray = sorted(values - set(dataset.declared.values()) - {0})
+    if stray:
+        return f"label values {stray} are not declared in dataset.json labels {dataset.declared}"
+    trained = set(dataset.source_values.values())
+    if not values & trained:
+        return f"none of the trained classes {sorted(trained)} occurs in its label"
+    return None
 
 
 def check_dataset(dataset: DatasetFolder) -> list[str]:
@@ -190,3 +247,21 @@ def check_dataset(dataset: DatasetFolder) -> list[str]:
         problems.extend(found)
         log.info("checked %s: %s", case.name, "ok" if not found else f"{len(found)} problem(s)")
     return problems
+
+
+def require_valid_dataset(dataset: DatasetFolder) -> None:
+    """Run :func:`check_dataset` before a training: refuse a dataset with any problem.
+
+    Raises
+    ------
+    DatasetError
+        Listing the first :data:`MAX_PROBLEMS_SHOWN` problems and how to see them all.
+    """
+    problems = check_dataset(dataset)
+    if problems:
+        more = f" (and {len(problems) - MAX_PROBLEMS_SHOWN} more)" if len(problems) > MAX_PROBLEMS_SHOWN else ""
+        raise DatasetError(
+            f"{len(problems)} problem(s) in {len(dataset.cases)} cases of {dataset.root.name}, training not started: "
+            + "; ".join(problems[:MAX_PROBLEMS_SHOWN])
+            + f"{more}. Fix them (ctseg train DATASET --check lists every one)"
+        )

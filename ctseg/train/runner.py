@@ -33,7 +33,7 @@ from ctseg.io.model_files import ModelCard, TrainingSummary, save_model_files
 from ctseg.preprocess.pipeline import background_value
 from ctseg.train.cache import build_cache, open_case
 from ctseg.train.checkpoint import CHECKPOINT_NAME, TrainState, load_checkpoint, save_checkpoint
-from ctseg.train.dataset import DatasetFolder, load_dataset
+from ctseg.train.dataset import DatasetFolder, load_dataset, require_valid_dataset
 from ctseg.train.loop import train_step, validate
 from ctseg.train.patches import PatchDataset, StepSampler
 from ctseg.train.records import append_metrics, plot_progress, truncate_metrics, write_manifest
@@ -117,6 +117,7 @@ def train(options: TrainOptions) -> TrainResult:
     device = resolve_device(options.device, local_rank=info.local_rank)
     init_distributed(info, device)
     dataset = load_dataset(options.dataset, label_subset=options.label_subset)
+    require_valid_dataset(dataset)
     plan = read_run_plan(options) if options.resume else plan_run(options, dataset, info)
     check_run_config(plan.config, info)
     t = plan.config.train

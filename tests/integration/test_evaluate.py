@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from scipy import stats
 
 from ctseg.cli.evaluate_cmd import evaluate
 from ctseg.evaluate import EvaluationError, evaluate_folders, read_label_names
@@ -79,8 +78,12 @@ def test_folders_matched_scored_and_written(folders: tuple[Path, Path], tmp_path
     assert (s1["label"], s1["n_cases"], s1["n_scored"], s1["hd95_n_excluded"]) == ("class_1", "3", "3", "1")
     assert float(s1["dice_mean"]) == pytest.approx((0.75 + 1.0 + 0.0) / 3)
     assert float(s1["hd95_mean_mm"]) == pytest.approx(1.25)  # finite values 2.5 and 0 only
-    low, high = stats.t.interval(0.95, 2, loc=np.mean([0.75, 1, 0]), scale=stats.sem([0.75, 1, 0]))
+    # Seeded bootstrap percentile interval of the mean: inside [0, 1] (a t-interval here is [-0.98, 2.14]).
+    resampled = np.array([0.75, 1, 0])[np.random.default_rng(0).integers(0, 3, (2000, 3))].mean(axis=1)
+    low, high = np.quantile(resampled, [0.025, 0.975])
     assert (float(s1["dice_ci_low"]), float(s1["dice_ci_high"])) == pytest.approx((low, high))
+    assert 0.0 <= low < float(s1["dice_mean"]) < high <= 1.0
+    assert s1["ci_method"] == "95% bootstrap percentile, 2000 resamples, seed 0"
     assert not list(tmp_path.glob("results/.*"))  # atomic writes leave no temporary files
 
 

@@ -48,6 +48,9 @@ CT_SOP = "1.2.840.10008.5.1.4.1.1.2"
 ENHANCED_CT_SOP = "1.2.840.10008.5.1.4.1.1.2.1"
 SECONDARY_CAPTURE_SOP_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
 
+#: Start of the reason of an ignored file or folder that could not be read at all (permissions, I/O).
+UNREADABLE_PREFIX = "unreadable:"
+
 #: Rounding for the fallback grouping key (orientation cosines, pixel spacing in mm).
 _KEY_DECIMALS = 4
 
@@ -160,34 +163,63 @@ def _non_image_reason(ds: Dataset) -> str | None:
     return None
 
 
+def _key_numbers(ds: Dataset, keyword: str) -> tuple[float, ...] | str:
+    """A multi-valued DS tag rounded for the grouping key; its text when it is not numbers (checked later)."""
+    try:
+        value = ds.get(keyword)
+        return tuple(np.round(np.asarray(value, float), _KEY_DECIMALS).tolist()) if value else ()
+    except (TypeError, ValueError, OverflowError):  # pydicom converts on access; the series check names the value
+        return "unparsable"
+
+
 def _group_key(ds: Dataset) -> tuple[str, bool]:
     uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
     if uid:
         return uid, False
     # No UID: same frame of reference, orientation, pixel spacing and matrix size form one series.
-    iop = ds.get("ImageOrientationPatient")
-    iop_key = tuple(np.round(np.asarray(iop, float), _KEY_DECIMALS).tolist()) if iop else ()
-    ps = ds.get("PixelSpacing")
-    ps_key = tuple(np.round(np.asarray(ps, float), _KEY_DECIMALS).tolist()) if ps else ()
     parts = [
         str(ds.get("FrameOfReferenceUID", "") or ""),
-        str(iop_key),
-        str(ps_key),
+        str(_key_numbers(ds, "ImageOrientationPatient")),
+        str(_key_numbers(ds, "PixelSpacing")),
         f"{ds.get('Rows', '?')}x{ds.get('Columns', '?')}",
     ]
     return "nouid:" + "|".join(parts), True
 
 
-def iter_files(root: Path) -> list[Path]:
-    """Every regular file under ``root`` (or ``root`` itself), sorted for a reproducible order."""
+def iter_files(root: Path, unreadable: list[IgnoredFile] | None = None) -> list[Path]:
+    """Every regular file under ``root`` (or ``root`` itself), sorted for a reproducible order.
+
+    A folder that cannot be listed (permission denied, vanished) is appended to ``unreadable`` with the OS error.
+    """
     root = Path(root)
     if root.is_file():
         return [root]
     out: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+
+    def note(exc: OSError) -> None:
+        if unreadable is not None:
+            where = Path(exc.filename) if exc.filename else root
+            unreadable.append(IgnoredFile(where, f"{UNREADABLE_PREFIX} folder cannot be listed ({_os_error(exc)})"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=note):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         out.extend(Path(dirpath) / f for f in sorted(filenames) if not f.startswith("."))
     return out
+
+
+def _os_error(exc: OSError) -> str:
+    return f"{type(exc).__name__}: {exc.strerror or exc}"
+
+
+def unreadable_note(ignored: list[IgnoredFile]) -> str:
+    """For an error message: how many files/folders could not be read for lack of permission or an OS error."""
+    bad = [i for i in ignored if i.reason.startswith(UNREADABLE_PREFIX)]
+    if not bad:
+        return ""
+    return (
+        f"; {len(bad)} file(s)/folder(s) could not be read, e.g. {bad[0].path.name}: "
+        f"{bad[0].reason[len(UNREADABLE_PREFIX) :].strip()}; check their permissions"
+    )
 
 
 def discover(root: Path) -> Discovery:
@@ -213,9 +245,12 @@ def discover(root: Path) -> Discovery:
         raise DicomSeriesError(SeriesReason.NO_DICOM, f"{root} does not exist; pass a DICOM folder or file")
     groups: dict[str, SeriesGroup] = {}
     ignored: list[IgnoredFile] = []
-    for path in iter_files(root):
+    for path in iter_files(root, ignored):
         try:
             ds, pixel_offset = read_header(path)
+        except OSError as exc:  # permission denied, vanished, I/O error: say which
+            ignored.append(IgnoredFile(path, f"{UNREADABLE_PREFIX} file cannot be opened ({_os_error(exc)})"))
+            continue
         except Exception as exc:  # pydicom raises many types for non-DICOM or damaged bytes
             ignored.append(IgnoredFile(path, f"not a readable DICOM file ({type(exc).__name__})"))
             continue

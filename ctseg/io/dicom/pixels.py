@@ -9,6 +9,7 @@ that would.
 
 from __future__ import annotations
 
+import os
 import struct
 import warnings
 
@@ -21,6 +22,12 @@ from ctseg.io.dicom.discover import DicomFile
 
 IMPLICIT_LE = "1.2.840.10008.1.2"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
+EXPLICIT_BE = "1.2.840.10008.1.2.2"
+#: Native (uncompressed) syntaxes: their PixelData length is exactly what the header's image size says.
+_NATIVE_SYNTAXES = (IMPLICIT_LE, EXPLICIT_LE, EXPLICIT_BE, "")
+#: BitsAllocated values ctseg decodes for greyscale CT.
+BITS_ALLOCATED = (8, 16, 32)
+_UNDEFINED_LENGTH = 0xFFFFFFFF
 _LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"SQ", b"UC", b"UR", b"UT"}
 INT16_MIN, INT16_MAX = -32768, 32767
 
@@ -53,6 +60,94 @@ def _fast_path_dtype(f: DicomFile) -> np.dtype | None:
     if ds.get("BitsAllocated") != 16 or ds.get("SamplesPerPixel", 1) != 1 or int(ds.get("NumberOfFrames", 1) or 1) != 1:
         return None
     return np.dtype("<i2") if ds.get("PixelRepresentation", 0) == 1 else np.dtype("<u2")
+
+
+def _int_tag(f: DicomFile, keyword: str, default: int) -> int | None:
+    """An integer tag's value (``default`` when absent or blank); ``None`` when it is not one integer."""
+    try:
+        value = f.header.get(keyword, default)
+        if value is None or value == "":
+            return default
+        return int(value)
+    except (TypeError, ValueError, OverflowError):  # pydicom converts on access: "abc" in an IS raises
+        return None
+
+
+def _shown(f: DicomFile, keyword: str) -> str:
+    """A tag's value for a message (its text as stored, or why it cannot be shown)."""
+    try:
+        return str(f.header.get(keyword))
+    except (TypeError, ValueError, OverflowError):
+        return "not a number"
+
+
+def pixel_data_bytes(f: DicomFile) -> int | None:
+    """How many bytes of native PixelData the file holds: the element's length, capped by what is on disk.
+
+    ``None`` when unknown: no PixelData offset, encapsulated (compressed) data, or a syntax whose offset is not in
+    the file (deflated). Reads only the element header (at most 12 bytes).
+    """
+    ts = transfer_syntax(f)
+    if f.pixel_offset is None or ts not in _NATIVE_SYNTAXES:
+        return None
+    with open(f.path, "rb") as fp:
+        fp.seek(f.pixel_offset)
+        head = fp.read(12)
+        size = os.fstat(fp.fileno()).st_size
+    order = ">" if ts == EXPLICIT_BE else "<"
+    if len(head) < 8:
+        return 0
+    if ts in (EXPLICIT_LE, EXPLICIT_BE) and head[4:6] in _LONG_VRS:
+        start, length = 12, struct.unpack(order + "I", head[8:12])[0] if len(head) == 12 else 0
+    elif ts in (EXPLICIT_LE, EXPLICIT_BE):
+        start, length = 8, struct.unpack(order + "H", head[6:8])[0]
+    else:
+        start, length = 8, struct.unpack("<I", head[4:8])[0]
+    if length == _UNDEFINED_LENGTH:
+        return None
+    return max(0, min(length, size - f.pixel_offset - start))
+
+
+def pixel_format_problem(f: DicomFile) -> tuple[SeriesReason, str] | None:
+    """A pixel-format tag out of range, or less PixelData than the header's image size: the reason and words.
+
+    Checked before any pixel buffer is allocated: BitsAllocated in :data:`BITS_ALLOCATED`, BitsStored within
+    1..BitsAllocated, PixelRepresentation 0 or 1, SamplesPerPixel and NumberOfFrames at least 1, and for native
+    (uncompressed) data a PixelData length of at least Rows x Columns x frames x samples x BitsAllocated / 8.
+    ``None`` when all is well.
+    """
+    name = f.path.name
+    bits = _int_tag(f, "BitsAllocated", 16)
+    if bits not in BITS_ALLOCATED:
+        return SeriesReason.INVALID_TAG_VALUE, (
+            f"BitsAllocated of {name} is {_shown(f, 'BitsAllocated')}; expected one of {BITS_ALLOCATED}"
+        )
+    stored = _int_tag(f, "BitsStored", bits)
+    if stored is None or not 1 <= stored <= bits:
+        return SeriesReason.INVALID_TAG_VALUE, (
+            f"BitsStored of {name} is {_shown(f, 'BitsStored')}; expected 1..{bits} (BitsAllocated)"
+        )
+    counts = {kw: _int_tag(f, kw, 1) for kw in ("SamplesPerPixel", "NumberOfFrames")}
+    counts["Rows"], counts["Columns"] = _int_tag(f, "Rows", 0), _int_tag(f, "Columns", 0)
+    for kw, value in counts.items():
+        if value is None or value < 1:
+            return SeriesReason.INVALID_TAG_VALUE, f"{kw} of {name} is {_shown(f, kw)}; expected an integer >= 1"
+    if _int_tag(f, "PixelRepresentation", 0) not in (0, 1):
+        return SeriesReason.INVALID_TAG_VALUE, (
+            f"PixelRepresentation of {name} is {_shown(f, 'PixelRepresentation')}; expected 0 or 1"
+        )
+    held = pixel_data_bytes(f)
+    rows, cols, frames, samples = (
+        int(counts[k] or 0) for k in ("Rows", "Columns", "NumberOfFrames", "SamplesPerPixel")
+    )
+    needed = rows * cols * frames * samples * bits // 8
+    if held is not None and held < needed:
+        return SeriesReason.PIXEL_DATA_LENGTH, (
+            f"{name}: the header describes {rows}x{cols} pixels x {frames} frame(s) x {bits} bits = {needed:,} bytes "
+            f"of pixel data, the file holds {held:,}; the header or the file is damaged. Re-export the series or "
+            "remove the file"
+        )
+    return None
 
 
 def read_native_into(f: DicomFile, dest: np.ndarray) -> bool:

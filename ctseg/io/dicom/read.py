@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ctseg.errors import DicomSeriesError, SeriesReason
-from ctseg.io.dicom.discover import Discovery, IgnoredFile, discover
+from ctseg.io.dicom.discover import Discovery, IgnoredFile, discover, unreadable_note
 from ctseg.io.dicom.plan import CheckedSeries, ReadOptions, SeriesCheck, SeriesWarning
 from ctseg.io.dicom.series import plan_series
 from ctseg.io.dicom.stack import assemble_volume
@@ -123,10 +123,11 @@ class DicomInspection:
             raise self.picked.error  # the series named by series_uid fails its checks
         name = Path(self.discovery.root).name
         if not self.plans:
+            unreadable = unreadable_note(self.ignored)
             raise DicomSeriesError(
-                SeriesReason.NO_DICOM,
+                SeriesReason.UNREADABLE_PATH if unreadable else SeriesReason.NO_DICOM,
                 f"no DICOM image series under {name} ({len(self.ignored)} file(s) ignored); expected a folder of CT "
-                "slices",
+                "slices" + unreadable,
             )
         if len(self.plans) == 1 and self.plans[0].error is not None:
             raise self.plans[0].error

@@ -19,6 +19,7 @@ import numpy as np
 
 from ctseg.errors import DicomSeriesError, SeriesReason
 from ctseg.io.dicom.discover import SeriesGroup
+from ctseg.io.dicom.pixels import pixel_format_problem
 from ctseg.io.dicom.plan import (
     CheckedSeries,
     ReadOptions,
@@ -29,7 +30,7 @@ from ctseg.io.dicom.plan import (
     SliceRef,
     StackLayout,
 )
-from ctseg.io.dicom.slices import series_label, slices_of
+from ctseg.io.dicom.slices import invalid_slice_value, series_label, slices_of
 
 __all__ = ["plan_series", "series_info"]
 
@@ -49,6 +50,8 @@ GAP_FACTOR = 1.5
 GAP_WINDOW = 3
 #: In-plane drift between first and last slice (mm) above which the stack is sheared (gantry tilt).
 TILT_TOL_MM = 0.01
+#: A single slice's thickness above this (mm) is not believed; 1 mm is used instead.
+MAX_SINGLE_SLICE_MM = 1000.0
 #: Orientation groups this small, differing from the main stack, are localizers/scouts and are skipped.
 MAX_LOCALIZER_SLICES = 3
 
@@ -113,6 +116,9 @@ def _image_slices(
     ]
     if missing:
         return _error(info, SeriesReason.MISSING_TAG, f"slices lack {', '.join(missing)}; the geometry cannot be known")
+    invalid = invalid_slice_value(kept)
+    if invalid is not None:
+        return _error(info, SeriesReason.INVALID_TAG_VALUE, invalid)
     return kept
 
 
@@ -204,6 +210,15 @@ def _steps_layout(
     return step, True
 
 
+def _single_slice_step(value: object) -> float | None:
+    """A one-slice stack's spacing from SpacingBetweenSlices/SliceThickness; None when absent or not a positive number."""
+    try:
+        step = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return step if np.isfinite(step) and 0 < step <= MAX_SINGLE_SLICE_MM else None
+
+
 def _check_stack(
     info: SeriesInfo, slices: list[SliceRef], axes: np.ndarray, options: ReadOptions, warnings: list[SeriesWarning]
 ) -> StackLayout | DicomSeriesError:
@@ -220,8 +235,8 @@ def _check_stack(
     if len(t) == 1:
         # One slice: the slice thickness is the only spacing there is.
         ds = ordered[0].file.header
-        step = float(ds.get("SpacingBetweenSlices") or ds.get("SliceThickness") or 1.0)
-        return StackLayout(ordered, t, np.zeros((1, 2)), step)
+        step = _single_slice_step(ds.get("SpacingBetweenSlices")) or _single_slice_step(ds.get("SliceThickness"))
+        return StackLayout(ordered, t, np.zeros((1, 2)), step or 1.0)
     dup = np.flatnonzero(np.diff(t) < DUPLICATE_TOL_MM)
     if dup.size:
         return _duplicate_error(info, list(ordered), t, dup)
@@ -298,6 +313,9 @@ def _checked(info: SeriesInfo, options: ReadOptions, warnings: list[SeriesWarnin
     slices = _select_slices(info, candidates, skipped)
     if isinstance(slices, DicomSeriesError):
         return reject(slices)
+    pixel_problem = pixel_format_problem(slices[0].file)
+    if pixel_problem is not None:
+        return reject(_error(info, *pixel_problem))
     if len(slices) < options.min_slices:
         return reject(
             _error(

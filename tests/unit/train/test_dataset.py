@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from ctseg.errors import ConfigError
+from ctseg.io import read_volume
 from ctseg.io.images import write_image
 from ctseg.phantom import write_phantom_dataset
 from ctseg.train.dataset import DatasetError, check_dataset, load_dataset, parse_label_subset
@@ -64,3 +65,18 @@ def test_layout_errors(tmp_path: Path, dataset: Path) -> None:
     (dataset / "dataset.json").write_text(json.dumps({"labels": {"a": 1}}))
     with pytest.raises(DatasetError, match="expected 'channel_names' and 'labels'"):
         load_dataset(dataset)
+
+
+def test_require_valid_dataset_refuses_before_training(dataset: Path) -> None:
+    from ctseg.train.dataset import require_valid_dataset
+
+    ds = load_dataset(dataset)
+    require_valid_dataset(ds)  # a clean dataset passes
+    label_path = dataset / "labelsTr" / "phantom_000.nii.gz"
+    label = read_volume(label_path)
+    write_image(label.with_array(np.where(np.asarray(label.array) == 1, 9, label.array).astype(np.uint8)), label_path)
+    with pytest.raises(
+        DatasetError,
+        match=r"1 problem\(s\) in 2 cases of ds, training not started: case phantom_000: label values \[9\]",
+    ):
+        require_valid_dataset(load_dataset(dataset))
