@@ -1,0 +1,81 @@
+"""Keep pydicom's own warnings and log messages off the user's terminal while ctseg reads DICOM.
+
+pydicom warns (``warnings``) and logs (logger ``pydicom``) about recoverable header oddities of every file: a VR
+that does not match the transfer syntax, an invalid UID, a value of the wrong length. Repeated for each of
+thousands of files they drown ctseg's own messages, and they are not the user's to act on. :func:`quiet_pydicom`
+silences both inside ctseg's read path and collects them, so that what matters is reported once as a ctseg warning
+with the reason code ``HEADER_REPAIRED`` (quoted values are dropped from the text: no header value is echoed).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from ctseg.errors import SeriesReason
+
+#: The logger pydicom writes to.
+PYDICOM_LOGGER = "pydicom"
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_URL = re.compile(r"\s*Please see <[^>]*>.*$")
+
+
+class _Collector(logging.Handler):
+    def __init__(self, notes: list[str]) -> None:
+        super().__init__(logging.DEBUG)
+        self.notes = notes
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.WARNING:
+            self.notes.append(record.getMessage())
+
+
+def _clean(message: str) -> str:
+    """A pydicom message without the values it quotes or the standard's URL."""
+    return _URL.sub("", _QUOTED.sub("...", message)).strip()
+
+
+@contextmanager
+def quiet_pydicom() -> Iterator[list[str]]:
+    """Silence pydicom's warnings and log records; yield the list their (cleaned) texts go into.
+
+    With the ``pydicom`` logger at DEBUG (``ctseg -vv``) its records still go through, for debugging.
+    """
+    notes: list[str] = []
+    logger = logging.getLogger(PYDICOM_LOGGER)
+    debugging = logger.isEnabledFor(logging.DEBUG)
+    level, propagate = logger.level, logger.propagate
+    collector = _Collector(notes)
+    logger.addHandler(collector)
+    if not debugging:
+        # pydicom's records reach the terminal through the root logger; the collector alone receives them here.
+        logger.propagate = False
+        logger.setLevel(logging.WARNING)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield notes
+        finally:
+            logger.removeHandler(collector)
+            logger.setLevel(level)
+            logger.propagate = propagate
+    for w in caught:
+        if "pydicom" in (w.filename or "") or "pydicom" in type(w.message).__module__:
+            notes.append(str(w.message))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    notes[:] = [_clean(n) for n in notes]
+
+
+def header_notes(notes: list[str]) -> tuple[tuple[SeriesReason, str], ...]:
+    """One ``HEADER_REPAIRED`` warning per distinct pydicom message, with how often it appeared."""
+    counts: dict[str, int] = {}
+    for n in notes:
+        counts[n] = counts.get(n, 0) + 1
+    return tuple(
+        (SeriesReason.HEADER_REPAIRED, f"pydicom repaired a header oddity ({count}x): {text}")
+        for text, count in counts.items()
+    )
