@@ -41,6 +41,8 @@ GE_KERNELS: dict[str, str] = {
     "SOFT": "soft",
     "STANDARD": "soft",
     "STND": "soft",
+    "STD": "soft",
+    "STD+": "soft",
     "SMOOTH": "soft",
     "DETAIL": "bone",
     "BONE": "bone",

@@ -9,9 +9,10 @@ MinIP, PROJECTION IMAGE). The rest are **ranked**, each rule deciding only when 
 3. axial before coronal, sagittal or oblique;
 4. ORIGINAL before DERIVED/SECONDARY before a reformat (MPR, REFORMATTED, CPR);
 5. slice thickness inside ``thickness_band_mm`` (default 0.5-5 mm) before outside it;
-6. full coverage along the slice normal (at least :data:`COVERAGE_FRACTION` of the longest) before less;
-7. more slices; 8. thinner slices;
-9. ties: the lower SeriesNumber, then the lower SeriesInstanceUID (so the choice never depends on file order).
+6. a regularly spaced stack before one with gaps or uneven steps (tilt is normal for head CT and not ranked);
+7. full coverage along the slice normal (at least :data:`COVERAGE_FRACTION` of the longest still tied) before less;
+8. more slices; 9. thinner slices;
+10. ties: the lower SeriesNumber, then the lower SeriesInstanceUID (so the choice never depends on file order).
 
 Contrast phase (ContrastBolusAgent, phase words in the description) is reported, not ranked. ``series`` (``--series``)
 steers the choice: a SeriesInstanceUID, a SeriesNumber or a description glob (case-insensitive).
@@ -112,9 +113,10 @@ class SeriesChoice:
 
 def describe(plan: SeriesCheck) -> Candidate:
     """The :class:`Candidate` of a checked series (headers only)."""
-    facts = header_facts(plan.group.first, plan.description)
     if not isinstance(plan, CheckedSeries):
-        return Candidate(plan, facts, "", None)
+        return Candidate(plan, header_facts(plan.group.first, plan.description), "", None)
+    # The first slice of the stack, not the first file: a localizer filed inside a series is skipped by the checks.
+    facts = header_facts(plan.slices[0].file.header, plan.description)
     axis = int(np.argmax(np.abs(plan.normal)))
     coverage = float(plan.positions_mm[-1] - plan.positions_mm[0]) + plan.step_mm
     return Candidate(plan, facts, _ORIENTATIONS[axis], coverage)
@@ -136,24 +138,35 @@ def _mm(value: float | None) -> str:
     return "?" if value is None else f"{value:.3g} mm"
 
 
-#: A rank rule: code, key (smaller is better) and why a loser lost against the winner.
-_Rule = tuple[str, Callable[[Candidate], Any], Callable[[Candidate, Candidate], str]]
+#: A rank rule: code, key (smaller is better; it may look at the pool still tied) and why a loser lost.
+_Rule = tuple[
+    str, Callable[[Candidate, Sequence[Candidate]], Any], Callable[[Candidate, Candidate, Sequence[Candidate]], str]
+]
+#: Corrections that mean the stack is not a regular acquisition (gaps or uneven steps, resampled).
+_IRREGULAR = (SeriesReason.MISSING_SLICE, SeriesReason.INCONSISTENT_SPACING)
 
 
-def _rules(options: ReadOptions, eligible: Sequence[Candidate]) -> list[_Rule]:
+def _irregular(c: Candidate) -> bool:
+    return any(reason in _IRREGULAR for reason, _ in c.plan.warnings)
+
+
+def _full(c: Candidate, pool: Sequence[Candidate]) -> bool:
+    longest = max((x.coverage_mm or 0.0 for x in pool), default=0.0)
+    return (c.coverage_mm or 0.0) >= COVERAGE_FRACTION * longest
+
+
+def _rules(options: ReadOptions) -> list[_Rule]:
     order = KERNEL_ORDER[options.prefer_kernel]
     band = options.thickness_band_mm
-    longest = max((c.coverage_mm or 0.0 for c in eligible), default=0.0)
-    full = COVERAGE_FRACTION * longest
     rules: list[_Rule] = [
-        ("MODALITY", lambda c: c.plan.modality != "CT", lambda c, w: f"modality {c.plan.modality}, not CT"),
+        ("MODALITY", lambda c, p: c.plan.modality != "CT", lambda c, w, p: f"modality {c.plan.modality}, not CT"),
     ]
     if order:
         rules.append(
             (
                 "KERNEL",
-                lambda c: order.index(c.kernel_class),
-                lambda c, w: (
+                lambda c, p: order.index(c.kernel_class),
+                lambda c, w, p: (
                     f"{KERNEL_WORDS[c.kernel_class]} kernel ({c.facts.kernel or 'none'}) while a "
                     f"{KERNEL_WORDS[w.kernel_class]} series exists"
                 ),
@@ -162,13 +175,13 @@ def _rules(options: ReadOptions, eligible: Sequence[Candidate]) -> list[_Rule]:
     rules += [
         (
             "ORIENTATION",
-            lambda c: c.orientation != "axial",
-            lambda c, w: f"{c.orientation}, not axial (acquired axial first)",
+            lambda c, p: c.orientation != "axial",
+            lambda c, w, p: f"{c.orientation}, not axial (acquired axial first)",
         ),
         (
             "IMAGE_TYPE",
-            lambda c: image_type_rank(c.facts.image_type),
-            lambda c, w: (
+            lambda c, p: image_type_rank(c.facts.image_type),
+            lambda c, w, p: (
                 f"{_IMAGE_TYPE_WORDS[image_type_rank(c.facts.image_type)]} "
                 f"({'/'.join(c.facts.image_type)}); the chosen series is "
                 f"{_IMAGE_TYPE_WORDS[image_type_rank(w.facts.image_type)]}"
@@ -176,32 +189,41 @@ def _rules(options: ReadOptions, eligible: Sequence[Candidate]) -> list[_Rule]:
         ),
         (
             "THICKNESS_BAND",
-            lambda c: not _in_band(c, band),
-            lambda c, w: f"thickness {_mm(c.thickness_mm)} outside the {band[0]:g}-{band[1]:g} mm band",
+            lambda c, p: not _in_band(c, band),
+            lambda c, w, p: f"thickness {_mm(c.thickness_mm)} outside the {band[0]:g}-{band[1]:g} mm band",
+        ),
+        (
+            "REGULAR",
+            lambda c, p: _irregular(c),
+            lambda c, w, p: "uneven slice spacing or gaps (resampled) while a regularly spaced series exists",
         ),
         (
             "COVERAGE",
-            lambda c: (c.coverage_mm or 0.0) < full,
-            lambda c, w: f"less coverage ({_mm(c.coverage_mm)} vs {_mm(w.coverage_mm)})",
+            lambda c, p: not _full(c, p),
+            lambda c, w, p: f"less coverage ({_mm(c.coverage_mm)} vs {_mm(max(x.coverage_mm or 0.0 for x in p))})",
         ),
         (
             "SLICES",
-            lambda c: -c.slices,
-            lambda c, w: (
+            lambda c, p: -c.slices,
+            lambda c, w, p: (
                 f"fewer slices ({c.slices} vs {w.slices}; {_mm(c.thickness_mm)} vs {_mm(w.thickness_mm)} thick)"
             ),
         ),
         (
             "THICKNESS",
-            lambda c: c.thickness_mm if c.thickness_mm is not None else float("inf"),
-            lambda c, w: f"thicker slices ({_mm(c.thickness_mm)} vs {_mm(w.thickness_mm)})",
+            lambda c, p: c.thickness_mm if c.thickness_mm is not None else float("inf"),
+            lambda c, w, p: f"thicker slices ({_mm(c.thickness_mm)} vs {_mm(w.thickness_mm)})",
         ),
         (
             "SERIES_NUMBER",
-            _number,
-            lambda c, w: f"tie with the chosen series; the lower SeriesNumber ({w.series_number}) wins",
+            lambda c, p: _number(c),
+            lambda c, w, p: f"tie with the chosen series; the lower SeriesNumber ({w.series_number}) wins",
         ),
-        ("UID", lambda c: c.series_uid, lambda c, w: "tie with the chosen series; the lower SeriesInstanceUID wins"),
+        (
+            "UID",
+            lambda c, p: c.series_uid,
+            lambda c, w, p: "tie with the chosen series; the lower SeriesInstanceUID wins",
+        ),
     ]
     return rules
 
@@ -244,17 +266,23 @@ def rank_candidates(candidates: Sequence[Candidate], options: ReadOptions = Read
         out = tuple(replace(c, rule=verdicts[i][0], verdict=verdicts[i][1]) for i, c in enumerate(candidates))
         why = "; ".join(f"{c.plan.label}: {c.verdict}" for c in out)
         return SeriesChoice(out, None, f"no series passes ({why})" if out else "no series found")
-    rules = _rules(options, [candidates[i] for i in eligible])
-    ranked = sorted(eligible, key=lambda i: tuple(key(candidates[i]) for _, key, _ in rules))
-    best = candidates[ranked[0]]
-    verdicts[ranked[0]] = ("CHOSEN", "chosen")
-    for i in ranked[1:]:
-        c = candidates[i]
-        rule_code, _, explain = next(r for r in rules if r[1](c) != r[1](best))
-        verdicts[i] = (rule_code, explain(c, best))
+    # Rule by rule, the pool keeps the candidates tied for best; the others lose on that rule.
+    pool = list(eligible)
+    lost: list[tuple[int, _Rule, list[Candidate]]] = []
+    for rule in _rules(options):
+        members = [candidates[i] for i in pool]
+        keys = [rule[1](c, members) for c in members]
+        best_key = min(keys)
+        lost += [(i, rule, members) for i, k in zip(pool, keys, strict=True) if k != best_key]
+        pool = [i for i, k in zip(pool, keys, strict=True) if k == best_key]
+    winner = pool[0]  # the UID rule leaves one
+    best = candidates[winner]
+    verdicts[winner] = ("CHOSEN", "chosen")
+    for i, (code, _, explain), members in lost:
+        verdicts[i] = (code, explain(candidates[i], best, members))
     out = tuple(replace(c, rule=verdicts[i][0], verdict=verdicts[i][1]) for i, c in enumerate(candidates))
     reason = f"{_summary(best, options)} [{len(eligible)} of {len(candidates)} series ranked]"
-    return SeriesChoice(out, out[ranked[0]], reason)
+    return SeriesChoice(out, out[winner], reason)
 
 
 def _matches(candidates: Sequence[Candidate], text: str) -> list[Candidate]:
