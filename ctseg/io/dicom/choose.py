@@ -92,7 +92,7 @@ REFORMAT_TYPES = ("MPR", "REFORMATTED", "CURVED", "CPR")
 #: Phase words in a SeriesDescription (lower case, matched as words), in the order they are tested.
 PHASE_WORDS: tuple[tuple[str, str], ...] = (
     (r"non[- ]?contrast|unenhanced|native|nativ|plain|w/?o\b|without", "non-contrast"),
-    (r"arterial|arteriell|angio|cta\b", "arterial"),
+    (r"arterial|arteriell|art\b|angio|cta\b", "arterial"),
     (r"portal|venous|venös|pv\b", "venous"),
     (r"delayed|late|excretory|urographic", "delayed"),
 )

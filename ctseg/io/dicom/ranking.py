@@ -134,6 +134,10 @@ def _in_band(c: Candidate, band: tuple[float, float]) -> bool:
     return t is not None and band[0] - BAND_TOL_MM <= t <= band[1] + BAND_TOL_MM
 
 
+def _article(word: str) -> str:
+    return ("an " if word[:1] in "aeiou" else "a ") + word
+
+
 def _mm(value: float | None) -> str:
     return "?" if value is None else f"{value:.3g} mm"
 
@@ -167,8 +171,8 @@ def _rules(options: ReadOptions) -> list[_Rule]:
                 "KERNEL",
                 lambda c, p: order.index(c.kernel_class),
                 lambda c, w, p: (
-                    f"{KERNEL_WORDS[c.kernel_class]} kernel ({c.facts.kernel or 'none'}) while a "
-                    f"{KERNEL_WORDS[w.kernel_class]} series exists"
+                    f"{KERNEL_WORDS[c.kernel_class]} kernel ({c.facts.kernel or 'none'}) while "
+                    f"{_article(KERNEL_WORDS[w.kernel_class])} series exists"
                 ),
             )
         )
