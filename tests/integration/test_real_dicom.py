@@ -304,7 +304,9 @@ def test_discovery_of_dcm_qa_ct(shared_data: Path) -> None:
 def test_colour_secondary_capture_is_refused(shared_data: Path) -> None:
     folder = shared_data / "deid_data_ct_secondary_capture"
     found = inspect_dicom(folder)
-    assert found.chosen is None and found.reason.startswith("no series passes (series 2 'BRAIN SEQ  4.8  H31s': not usable")
+    assert found.chosen is None and found.reason.startswith(
+        "no series passes (series 2 'BRAIN SEQ  4.8  H31s': not usable"
+    )
     (plan,) = found.plans
     assert plan.error is not None and plan.error.reason is SeriesReason.COLOUR_IMAGE
     with pytest.raises(DicomSeriesError, match=r"only secondary-capture / colour images \(2\)") as info:
