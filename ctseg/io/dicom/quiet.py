@@ -38,17 +38,44 @@ def _clean(message: str) -> str:
     return _URL.sub("", _QUOTED.sub("...", message)).strip()
 
 
-@contextmanager
-def quiet_pydicom() -> Iterator[list[str]]:
-    """Silence pydicom's warnings and log records; yield the list their (cleaned) texts go into.
+class PydicomNotes:
+    """What pydicom said inside :func:`quiet_pydicom`: its log records and warnings, in arrival order per kind."""
 
-    With the ``pydicom`` logger at DEBUG (``ctseg -vv``) its records still go through, for debugging.
+    def __init__(self) -> None:
+        self.records: list[str] = []
+        self.caught: list[warnings.WarningMessage] = []
+
+    def mark(self) -> tuple[int, int]:
+        """A position to :meth:`drop_since` (e.g. before reading a file that may turn out not to be DICOM)."""
+        return len(self.records), len(self.caught)
+
+    def drop_since(self, mark: tuple[int, int]) -> None:
+        """Forget what was said since ``mark`` (about a file that is ignored anyway)."""
+        del self.records[mark[0] :]
+        del self.caught[mark[1] :]
+
+    def texts(self) -> list[str]:
+        """pydicom's messages, cleaned (no quoted values, no URL)."""
+        said = self.records + [str(w.message) for w in self.caught if _from_pydicom(w)]
+        return [_clean(t) for t in said]
+
+
+def _from_pydicom(w: warnings.WarningMessage) -> bool:
+    return "pydicom" in (w.filename or "") or "pydicom" in type(w.message).__module__
+
+
+@contextmanager
+def quiet_pydicom() -> Iterator[PydicomNotes]:
+    """Silence pydicom's warnings and log records; yield the :class:`PydicomNotes` they go into.
+
+    With the ``pydicom`` logger at DEBUG (``ctseg -vv``) its records still go through, for debugging. Warnings
+    from other libraries are re-issued unchanged.
     """
-    notes: list[str] = []
+    notes = PydicomNotes()
     logger = logging.getLogger(PYDICOM_LOGGER)
     debugging = logger.isEnabledFor(logging.DEBUG)
     level, propagate = logger.level, logger.propagate
-    collector = _Collector(notes)
+    collector = _Collector(notes.records)
     logger.addHandler(collector)
     if not debugging:
         # pydicom's records reach the terminal through the root logger; the collector alone receives them here.
@@ -56,6 +83,7 @@ def quiet_pydicom() -> Iterator[list[str]]:
         logger.setLevel(logging.WARNING)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        notes.caught = caught
         try:
             yield notes
         finally:
@@ -63,17 +91,14 @@ def quiet_pydicom() -> Iterator[list[str]]:
             logger.setLevel(level)
             logger.propagate = propagate
     for w in caught:
-        if "pydicom" in (w.filename or "") or "pydicom" in type(w.message).__module__:
-            notes.append(str(w.message))
-        else:
+        if not _from_pydicom(w):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    notes[:] = [_clean(n) for n in notes]
 
 
-def header_notes(notes: list[str]) -> tuple[tuple[SeriesReason, str], ...]:
+def header_notes(notes: PydicomNotes) -> tuple[tuple[SeriesReason, str], ...]:
     """One ``HEADER_REPAIRED`` warning per distinct pydicom message, with how often it appeared."""
     counts: dict[str, int] = {}
-    for n in notes:
+    for n in notes.texts():
         counts[n] = counts.get(n, 0) + 1
     return tuple(
         (SeriesReason.HEADER_REPAIRED, f"pydicom repaired a header oddity ({count}x): {text}")

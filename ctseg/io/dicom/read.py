@@ -202,7 +202,7 @@ def inspect_dicom(
         ``series_uid`` that names no series or several.
     """
     with quiet_pydicom() as notes:
-        found = discover(Path(path))
+        found = discover(Path(path), notes=notes)
         plans = tuple(plan_series(g, options) for g in found.groups)
     choice = choose_series(plans, series=series_uid, options=options)
     picked = choice.chosen.plan if choice.chosen else None
