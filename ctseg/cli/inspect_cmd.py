@@ -49,9 +49,18 @@ def series_dict(c: Candidate, chosen: bool) -> dict[str, Any]:
     }
 
 
+def _order(c: Candidate) -> tuple[float, str]:
+    """Series in SeriesNumber order (then UID), as a viewer lists them."""
+    try:
+        number = float(c.series_number)
+    except ValueError:
+        number = float("inf")
+    return (number, c.series_uid)
+
+
 def inspection_report(path: Path, found: DicomInspection) -> dict[str, Any]:
     """The JSON report of ``ctseg inspect --json``."""
-    candidates = found.choice.candidates if found.choice else ()
+    candidates = sorted(found.choice.candidates if found.choice else (), key=_order)
     return {
         "path": str(path),
         "series": [series_dict(c, c.plan is found.picked) for c in candidates],
