@@ -110,6 +110,7 @@ def test_predict_prefers_the_kernel_class_the_model_declares(tmp_path: Path) -> 
     code, out = _run(*args, "--out", str(tmp_path / "out"))
     assert code == 0, out
     assert json.loads((tmp_path / "out" / "case" / "case.json").read_text())["series_uid"] == "1.2.3.2"
+    assert json.loads((tmp_path / "out" / "case" / "stats.json").read_text())["kernel_class"] == "bone"
     code, out = _run(*args, "--out", str(tmp_path / "out2"), "--prefer-kernel", "soft")
     assert code == 0, out
     assert json.loads((tmp_path / "out2" / "case" / "case.json").read_text())["series_uid"] == "1.2.3.3"
@@ -197,3 +198,18 @@ def test_real_mixed_study_is_chosen_as_a_radiologist_would(shared_data: Path, tm
     stereo = next(c for c in steered.choice.candidates if c.plan.description == "STEREOTAXIS")
     assert stereo.verdict == "thickness 2.5 mm outside the 4-6 mm band"
     assert inspect_dicom(root, series_uid="std brain*").reason == "chosen by --series std brain*"
+
+
+def test_train_fingerprint_counts_the_kernel_classes_of_dicom_cases(tmp_path: Path) -> None:
+    from ctseg.train.dataset import Case, DatasetFolder
+    from ctseg.train.setup import dicom_kernel_classes
+
+    write_series(tmp_path / "a", "s", number=2, kernel="B30f")
+    write_series(tmp_path / "b", "s", number=2, kernel="B70f")
+    write_series(tmp_path / "b", "t", number=3, kernel="B31f")  # the soft series is the one read
+    write_series(tmp_path / "c", "s", number=2, kernel="FC52", manufacturer="TOSHIBA")
+    nifti = tmp_path / "d.nii.gz"
+    cases = [Case(n, tmp_path / n, tmp_path / "unused") for n in ("a", "b", "c")] + [Case("d", nifti, nifti)]
+    dataset = DatasetFolder(tmp_path, {1: "x"}, {1: 1}, cases)
+    assert dicom_kernel_classes(dataset) == {"lung": 1, "soft": 2}
+    assert dicom_kernel_classes(DatasetFolder(tmp_path, {1: "x"}, {1: 1}, cases[3:])) == {}
