@@ -40,6 +40,8 @@ from ctseg.io.dicom.plan import CheckedSeries, ReadOptions, SeriesCheck
 
 #: A series covering at least this fraction of the longest candidate's extent counts as full coverage.
 COVERAGE_FRACTION = 0.9
+#: Rule codes that remove a series before ranking (see :func:`_removed`).
+REMOVAL_RULES = ("NOT_USABLE", "PROJECTION")
 #: Tolerance of the thickness band (mm), for values written with rounding.
 BAND_TOL_MM = 1e-3
 _ORIENTATIONS = ("sagittal", "coronal", "axial")
@@ -52,7 +54,7 @@ class Candidate:
 
     ``verdict`` is ``"chosen"`` for the chosen series, else why it lost or which rule removed it; ``rule`` is that
     rule's code (``CHOSEN``, ``NOT_USABLE``, ``PROJECTION``, ``KERNEL``, ``ORIENTATION``, ``IMAGE_TYPE``,
-    ``THICKNESS_BAND``, ``COVERAGE``, ``SLICES``, ``THICKNESS``, ``SERIES_NUMBER``, ``UID``, ``NOT_ASKED``,
+    ``THICKNESS_BAND``, ``REGULAR``, ``COVERAGE``, ``SLICES``, ``THICKNESS``, ``SERIES_NUMBER``, ``UID``, ``NOT_ASKED``,
     ``MODALITY``).
     """
 
@@ -109,6 +111,12 @@ class SeriesChoice:
     def losers(self) -> tuple[Candidate, ...]:
         """The candidates not chosen, each with its ``verdict``."""
         return tuple(c for c in self.candidates if c is not self.chosen)
+
+    @property
+    def passing(self) -> tuple[Candidate, ...]:
+        """The candidates no rule removed (usable slice stacks), in the order they were found: what an
+        every-series run reads. When ``series`` steered the choice, only the series it named."""
+        return tuple(c for c in self.candidates if c.rule not in (*REMOVAL_RULES, "NOT_ASKED") or c is self.chosen)
 
 
 def describe(plan: SeriesCheck) -> Candidate:

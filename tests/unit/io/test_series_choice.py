@@ -271,6 +271,7 @@ def test_scout_and_mip_are_removed(tmp_path: Path) -> None:
     assert by_number(choice, 1).rule == "NOT_USABLE" and "localizer" in by_number(choice, 1).verdict
     assert by_number(choice, 5).rule == "PROJECTION"
     assert by_number(choice, 5).verdict == "MIP image (ImageType DERIVED/SECONDARY/MIP), not a slice stack"
+    assert [c.series_number for c in choice.passing] == ["2"]
 
 
 def test_no_series_passes_says_which_rule_removed_each(tmp_path: Path) -> None:
@@ -298,6 +299,8 @@ def test_two_phases_are_reported_and_tie_on_series_number(tmp_path: Path) -> Non
     steered = inspect_dicom(tmp_path, series_uid="*VENOUS*")
     assert steered.choice is not None and chosen_number(steered.choice) == "7"
     assert by_number(steered.choice, 6).verdict == "not the series asked for (--series *VENOUS*)"
+    assert [c.series_number for c in steered.choice.passing] == ["7"]
+    assert [c.series_number for c in choice.passing] == ["7", "6"]  # found order (folders a, b)
 
 
 def test_thickness_outside_the_band_loses_and_the_band_is_configurable(tmp_path: Path) -> None:
