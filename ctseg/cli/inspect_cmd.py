@@ -139,8 +139,8 @@ def inspect(
     For each series: modality, file count, kernel class, image type, orientation, slice thickness, slices and
     coverage, contrast phase, shape and spacing (z, y, x), warnings, and why it lost (or which rule removed it).
     Rule (docs/series_choice.md): localizers, projections and series failing their checks are removed; the rest
-    rank by kernel class (soft first), axial, ORIGINAL before DERIVED/MPR, thickness in the band (0.5-5 mm),
-    coverage, most slices, thinnest; ties go to the lower SeriesNumber, then UID.
+    rank by kernel class (soft first), axial, ORIGINAL before DERIVED/MPR, thickness in the band (0.5-5 mm), regular
+    spacing, coverage, most slices, thinnest; ties go to the lower SeriesNumber, then UID.
 
     \b
     Examples:
