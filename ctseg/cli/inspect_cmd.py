@@ -14,23 +14,34 @@ import click
 from ctseg.cli.options import dicom_options, read_options, user_errors
 
 if TYPE_CHECKING:
-    from ctseg.io.dicom import DicomInspection, SeriesCheck
+    from ctseg.io.dicom import DicomInspection
+    from ctseg.io.dicom.ranking import Candidate
 
 
-def series_dict(plan: SeriesCheck, chosen: bool) -> dict[str, Any]:
-    """One series of the report: what it is, its grid, whether it is usable, its warnings and error."""
+def series_dict(c: Candidate, chosen: bool) -> dict[str, Any]:
+    """One series of the report: what it is, its grid, kernel, image type, whether it is usable, why it lost."""
+    plan = c.plan
     return {
         "series_uid": plan.series_uid,
+        "series_number": c.series_number,
         "label": plan.label,
         "modality": plan.modality,
         "description": plan.description,
         "files": plan.n_files,
-        "slices": len(plan.slices),
+        "slices": c.slices,
+        "kernel": c.facts.kernel,
+        "kernel_class": c.kernel_class,
+        "image_type": list(c.facts.image_type),
+        "orientation": c.orientation or None,
+        "thickness_mm": round(c.thickness_mm, 4) if c.thickness_mm is not None else None,
+        "coverage_mm": round(c.coverage_mm, 1) if c.coverage_mm is not None else None,
+        "contrast": c.facts.contrast,
         "shape_zyx": list(plan.shape) if plan.shape else None,
         "spacing_zyx_mm": [round(v, 4) for v in plan.spacing_mm] if plan.spacing_mm else None,
-        "orientation": "axial" if plan.usable and plan.is_axial else ("other" if plan.usable else None),
         "usable": plan.usable,
         "chosen": chosen,
+        "verdict": c.verdict,
+        "rule": c.rule,
         "warnings": [f"{r.value}: {m}" for r, m in plan.warnings],
         "skipped": list(plan.skipped),
         "error": str(plan.error) if plan.error else None,
@@ -38,32 +49,55 @@ def series_dict(plan: SeriesCheck, chosen: bool) -> dict[str, Any]:
     }
 
 
+def _order(c: Candidate) -> tuple[float, str]:
+    """Series in SeriesNumber order (then UID), as a viewer lists them."""
+    try:
+        number = float(c.series_number)
+    except ValueError:
+        number = float("inf")
+    return (number, c.series_uid)
+
+
 def inspection_report(path: Path, found: DicomInspection) -> dict[str, Any]:
     """The JSON report of ``ctseg inspect --json``."""
+    candidates = sorted(found.choice.candidates if found.choice else (), key=_order)
     return {
         "path": str(path),
-        "series": [series_dict(p, p is found.picked) for p in found.plans],
+        "series": [series_dict(c, c.plan is found.picked) for c in candidates],
         "chosen": found.picked.series_uid if found.picked else None,
         "reason": found.reason,
+        "notes": [f"{r.value}: {m}" for r, m in found.notes],
         "ignored": [{"file": str(i.path), "reason": i.reason} for i in found.ignored],
     }
 
 
 def _series_lines(s: dict[str, Any]) -> list[str]:
     mark = "*" if s["chosen"] else " "
-    status = "usable" if s["usable"] else "NOT usable"
-    geo = ""
+    kernel = f"{s['kernel_class']}" + (f" ({s['kernel']})" if s["kernel"] else "")
+    facts = [
+        s["modality"] or "?",
+        f"{s['files']} files",
+        f"kernel {kernel}",
+        "/".join(s["image_type"]) or "no ImageType",
+    ]
+    if s["orientation"]:
+        facts.append(s["orientation"])
+    if s["thickness_mm"] is not None:
+        facts.append(f"{s['thickness_mm']:g} mm thick")
+    if s["usable"]:
+        facts.append(f"{s['slices']} slices over {s['coverage_mm']:g} mm")
+    if s["contrast"]:
+        facts.append(s["contrast"])
+    lines = [f"[{mark}] {s['label']}: " + ", ".join(facts)]
     if s["shape_zyx"]:
         shape = "x".join(map(str, s["shape_zyx"]))
-        geo = f"  shape {shape}  spacing {'x'.join(f'{v:g}' for v in s['spacing_zyx_mm'])} mm"
-    lines = [f"[{mark}] {s['label']}  {s['modality'] or '?'}  {s['files']} files{geo}  {status}"]
+        lines.append(f"      shape {shape}  spacing {'x'.join(f'{v:g}' for v in s['spacing_zyx_mm'])} mm")
     lines.append(f"      uid {s['series_uid']}")
     lines.extend(f"      warning {w}" for w in s["warnings"])
     if s["skipped"]:
         more = " ..." if len(s["skipped"]) > 1 else ""
         lines.append(f"      skipped {len(s['skipped'])} file(s): {s['skipped'][0]}{more}")
-    if s["error"]:
-        lines.append(f"      error {s['error']}")
+    lines.append("      CHOSEN" if s["chosen"] else f"      lost: {s['verdict']}")
     return lines
 
 
@@ -76,10 +110,11 @@ def inspection_text(path: Path, found: DicomInspection, report: dict[str, Any]) 
     for item in found.ignored:
         reasons[item.reason] = reasons.get(item.reason, 0) + 1
     lines.extend(f"ignored {count} file(s): {reason}" for reason, count in sorted(reasons.items()))
+    lines.extend(f"note {n}" for n in report["notes"])
     if found.picked:
         lines.append(f"chosen: {found.picked.label} ({found.reason})")
     else:
-        lines.append("chosen: none (no usable series)")
+        lines.append(f"chosen: none ({found.reason})")
     return lines
 
 
@@ -92,6 +127,8 @@ def inspect(
     path: Path,
     as_json: bool,
     series_uid: str | None,
+    prefer_kernel: str | None,
+    thickness_band: str | None,
     allow_gaps: bool,
     no_tilt_correction: bool,
     allow_non_ct: bool,
@@ -99,17 +136,29 @@ def inspect(
 ) -> None:
     """List every DICOM series under PATH and say which one would be read, and why.
 
-    For each series: modality, description, file count, shape and spacing (z, y, x), whether it is usable, and its
-    warnings and errors. Selection rule: the usable axial CT series with the most slices, then the thinnest.
+    For each series: modality, file count, kernel class, image type, orientation, slice thickness, slices and
+    coverage, contrast phase, shape and spacing (z, y, x), warnings, and why it lost (or which rule removed it).
+    Rule (docs/series_choice.md): localizers, projections and series failing their checks are removed; the rest
+    rank by kernel class (soft first), axial, ORIGINAL before DERIVED/MPR, thickness in the band (0.5-5 mm), regular
+    spacing, coverage, most slices, thinnest; ties go to the lower SeriesNumber, then UID.
 
     \b
     Examples:
       ctseg inspect /data/study1
       ctseg inspect /data/study1 --json > series.json
+      ctseg inspect /data/study1 --prefer-kernel bone
+      ctseg inspect /data/study1 --series "*venous*"
     """
     from ctseg.io.dicom import inspect_dicom
 
-    options = read_options(allow_gaps, no_tilt_correction, allow_non_ct, keep_padding)
+    options = read_options(
+        allow_gaps,
+        no_tilt_correction,
+        allow_non_ct,
+        keep_padding,
+        prefer_kernel=prefer_kernel,
+        thickness_band=thickness_band,
+    )
     found = inspect_dicom(path, options=options, series_uid=series_uid)
     report = inspection_report(path, found)
     if as_json:

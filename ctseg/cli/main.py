@@ -50,6 +50,8 @@ def convert(
     output: Path,
     overwrite: bool,
     series_uid: str | None,
+    prefer_kernel: str | None,
+    thickness_band: str | None,
     allow_gaps: bool,
     no_tilt_correction: bool,
     allow_non_ct: bool,
@@ -63,6 +65,8 @@ def convert(
     Examples:
       ctseg convert /data/study1 ct.nii.gz
       ctseg convert /data/study1 ct.nrrd --series 1.2.840.113619.2.55.3
+      ctseg convert /data/study1 ct.nii.gz --series "*venous*"
+      ctseg convert /data/study1 ct.nii.gz --prefer-kernel bone --thickness-band 0.5-2
       ctseg convert ct.nii.gz ct.mha
     """
     from ctseg.errors import ImageFormatError
@@ -74,7 +78,14 @@ def convert(
         raise ImageFormatError(f"{output} exists; pass --overwrite to replace it")
     if output.resolve() == input_path.resolve():
         raise ImageFormatError(f"OUTPUT is the INPUT file {input_path}; inputs are never modified")
-    options = read_options(allow_gaps, no_tilt_correction, allow_non_ct, keep_padding)
+    options = read_options(
+        allow_gaps,
+        no_tilt_correction,
+        allow_non_ct,
+        keep_padding,
+        prefer_kernel=prefer_kernel,
+        thickness_band=thickness_band,
+    )
     volume = convert_to_file(input_path, output, series_uid=series_uid, options=options)
     g = volume.geometry
     click.echo(

@@ -34,27 +34,73 @@ def user_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def read_options(allow_gaps: bool, no_tilt_correction: bool, allow_non_ct: bool, keep_padding: bool) -> ReadOptions:
-    """The :class:`~ctseg.io.dicom.ReadOptions` of the ``dicom_options`` flags."""
+def parse_band(text: str | None) -> tuple[float, float] | None:
+    """``"0.5-5"`` -> ``(0.5, 5.0)``; ``None`` stays ``None``.
+
+    Raises
+    ------
+    ConfigError
+        When the text is not MIN-MAX in mm.
+    """
+    from ctseg.errors import ConfigError
+
+    if text is None:
+        return None
+    lo, sep, hi = text.partition("-")
+    try:
+        if not sep:
+            raise ValueError
+        return (float(lo), float(hi))
+    except ValueError:
+        raise ConfigError(f"--thickness-band {text!r}: expected MIN-MAX in mm, e.g. 0.5-5") from None
+
+
+def read_options(
+    allow_gaps: bool,
+    no_tilt_correction: bool,
+    allow_non_ct: bool,
+    keep_padding: bool,
+    *,
+    prefer_kernel: str | None = None,
+    thickness_band: str | None = None,
+) -> ReadOptions:
+    """The :class:`~ctseg.io.dicom.ReadOptions` of the ``dicom_options`` flags (``None``: the default)."""
     from ctseg.io.dicom import ReadOptions
 
+    default = ReadOptions()
     return ReadOptions(
         correct_tilt=not no_tilt_correction,
         allow_gaps=allow_gaps,
         allow_non_ct=allow_non_ct,
-        padding_hu=None if keep_padding else ReadOptions().padding_hu,
+        padding_hu=None if keep_padding else default.padding_hu,
+        prefer_kernel=prefer_kernel or default.prefer_kernel,
+        thickness_band_mm=parse_band(thickness_band) or default.thickness_band_mm,
     )
 
 
 def dicom_options(func: F) -> F:
-    """Add ``--series``, ``--allow-gaps``, ``--no-tilt-correction``, ``--allow-non-ct`` and ``--keep-padding``."""
+    """Add ``--series``, ``--prefer-kernel``, ``--thickness-band``, ``--allow-gaps``, ``--no-tilt-correction``,
+    ``--allow-non-ct`` and ``--keep-padding``."""
     for decorator in reversed(
         [
             click.option(
                 "--series",
                 "series_uid",
-                metavar="UID",
-                help="Read this SeriesInstanceUID instead of the one the selection rule picks (see `ctseg inspect`).",
+                metavar="UID|NUMBER|GLOB",
+                help="Read this series instead of the one the selection rule picks (see `ctseg inspect`): a "
+                "SeriesInstanceUID, a SeriesNumber, or a description glob such as '*venous*' (case-insensitive).",
+            ),
+            click.option(
+                "--prefer-kernel",
+                type=click.Choice(["soft", "bone", "lung", "any"]),
+                default=None,
+                help="Kernel class the selection rule ranks first (default: soft; for predict, the model's).",
+            ),
+            click.option(
+                "--thickness-band",
+                metavar="MIN-MAX",
+                default=None,
+                help="Slice thickness in mm a series should have; one outside loses to one inside (default 0.5-5).",
             ),
             click.option("--allow-gaps", is_flag=True, help="Resample across missing slices instead of refusing."),
             click.option(

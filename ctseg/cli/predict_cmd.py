@@ -74,6 +74,8 @@ def predict(
     shard: str,
     subfolders: bool,
     series_uid: str | None,
+    prefer_kernel: str | None,
+    thickness_band: str | None,
     allow_gaps: bool,
     no_tilt_correction: bool,
     allow_non_ct: bool,
@@ -81,7 +83,8 @@ def predict(
 ) -> None:
     """Segment every case in INPUTS with one model and write masks, DICOM SEG, statistics and previews.
 
-    INPUTS: DICOM folders (one case each, the series chosen by `ctseg inspect`'s rule), image files, folders of
+    INPUTS: DICOM folders (one case each, the series chosen by `ctseg inspect`'s rule, preferring the kernel class
+    the model declares, else soft tissue), image files, folders of
     image files, or .txt files listing them. Per case OUT/<case>/ gets mask.nii.gz, seg.dcm, stats.json and
     preview.png; OUT/manifest.csv records every case. A failing case is recorded and the batch goes on (exit code
     1 if any failed); a rerun skips finished cases, so an interrupted batch resumes. DICOM input is read as
@@ -93,13 +96,25 @@ def predict(
       ctseg predict cases.txt --model models/abdomen --out results --format nifti
       ctseg predict /data/cohort --subfolders --model models/abdomen --out results --shard 0/2
       ctseg predict /data/study1 --model models/abdomen --out results --series 1.2.840.113619.2.55.3 --allow-gaps
+      ctseg predict /data/study1 --model models/abdomen --out results --series "*venous*" --thickness-band 0.5-3
       torchrun --nproc_per_node=4 -m ctseg predict /data/cohort --subfolders --model models/abdomen --out results
     """
     from ctseg.infer.batch import PredictOptions, predict_batch
+    from ctseg.io.model_files import read_model_card
 
+    if prefer_kernel is None:
+        # The kernel class the model was trained on, when its model.json declares one.
+        prefer_kernel = read_model_card(model_dir).kernel_class or None
     options = PredictOptions(
         series_uid=series_uid,
-        read=read_options(allow_gaps, no_tilt_correction, allow_non_ct, keep_padding),
+        read=read_options(
+            allow_gaps,
+            no_tilt_correction,
+            allow_non_ct,
+            keep_padding,
+            prefer_kernel=prefer_kernel,
+            thickness_band=thickness_band,
+        ),
         formats=_parse_formats(formats),
         device=device,
         overwrite=overwrite,

@@ -183,6 +183,7 @@ def predict_case(name: str, path: Path, model: LoadedModel, out_dir: Path, optio
             except CtsegError as exc:  # e.g. a tilt-corrected grid has no source slices to reference
                 result.warnings.append(f"no DICOM SEG: {exc}")
         stats = structure_stats(labels, volume, {k: v for k, v in model.labels.items() if k})
+        stats["kernel_class"] = image.kernel_class if image is not None else None
         write_text_atomic(case_dir / "stats.json", json.dumps(stats, indent=2))
         write_preview(volume, labels, model.colors, case_dir / "preview.png", title=name)
         result.outputs += ["stats.json", "preview.png"]

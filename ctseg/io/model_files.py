@@ -36,6 +36,8 @@ STRIDE_RANGE = (1, 4)
 HU_RANGE = (-10000.0, 40000.0)
 POSITIVE_HU_RANGE = (1e-6, HU_RANGE[1] - HU_RANGE[0])  # widths and standard deviations (the planner's floor is 1e-6)
 INFER_BATCH_RANGE = (1, 1024)
+#: What ``kernel_class`` may declare: the reconstruction kernel class the model was trained on.
+MODEL_KERNEL_CLASSES = ("soft", "bone", "lung")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -53,8 +55,10 @@ class ModelCard:
     """The content of ``model.json``: everything inference needs besides the weights, plus provenance.
 
     ``labels`` maps class value -> name (background included); ``colors`` maps each foreground value to RGB;
-    ``source_values`` maps class value -> the value in the training labels it came from. ``sha256`` (of
-    ``model.pt``) and ``format_version`` are set by :func:`save_model_files`.
+    ``source_values`` maps class value -> the value in the training labels it came from. ``kernel_class``
+    (optional: soft, bone or lung) is the CT reconstruction kernel class the model was trained on; ``ctseg predict``
+    prefers a series of that class. ``sha256`` (of ``model.pt``) and ``format_version`` are set by
+    :func:`save_model_files`.
     """
 
     model: ModelConfig
@@ -67,6 +71,7 @@ class ModelCard:
     source_values: dict[int, int] = field(default_factory=dict)
     fingerprint: dict[str, Any] = field(default_factory=dict)
     training: TrainingSummary | None = None
+    kernel_class: str = ""
     ctseg_version: str = ""
     torch_version: str = ""
     sha256: str = ""
@@ -101,6 +106,8 @@ class ModelCard:
             }
         if self.sha256:
             out["sha256"] = self.sha256
+        if self.kernel_class:
+            out["kernel_class"] = self.kernel_class
         return out
 
     @classmethod
@@ -138,6 +145,7 @@ class ModelCard:
             ),
             fingerprint=_mapping(data.get("fingerprint", {}), "fingerprint", where),
             training=_training(data.get("training"), where),
+            kernel_class=_str(data.get("kernel_class", ""), "kernel_class", where),
             ctseg_version=_str(data.get("ctseg_version", ""), "ctseg_version", where),
             torch_version=_str(data.get("torch_version", ""), "torch_version", where),
             sha256=_str(data.get("sha256", ""), "sha256", where),
@@ -278,6 +286,8 @@ def _check_card(card: ModelCard) -> None:
     if card.sha256 and not _SHA256.fullmatch(card.sha256):
         raise _fail(where, "sha256", card.sha256, "64 lower-case hex digits")
     _int(card.format_version, "format_version", (1, FORMAT_VERSION), where)
+    if card.kernel_class and card.kernel_class not in MODEL_KERNEL_CLASSES:
+        raise _fail(where, "kernel_class", card.kernel_class, f"one of {', '.join(MODEL_KERNEL_CLASSES)} (or absent)")
 
 
 def _check_model(m: ModelConfig, where: str) -> None:

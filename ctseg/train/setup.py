@@ -170,7 +170,24 @@ def _plan(options: TrainOptions, dataset: DatasetFolder) -> tuple[RunConfig, dic
     if options.config_path is not None:
         # Keys the YAML holds replace planned values (strict keys: a typo is an error); keys it omits stay planned.
         config = merge(config, read_config_mapping(options.config_path))
-    return config, fp.to_dict()
+    kernels = dicom_kernel_classes(dataset)
+    return config, {**fp.to_dict(), **({"kernel_classes": kernels} if kernels else {})}
+
+
+def dicom_kernel_classes(dataset: DatasetFolder) -> dict[str, int]:
+    """How many DICOM-folder cases have each kernel class (soft, bone, lung, unknown); empty without DICOM cases.
+
+    The series is the one :func:`~ctseg.train.dataset.read_case` reads (the default choice); headers only.
+    """
+    from ctseg.io.dicom import inspect_dicom
+
+    counts: dict[str, int] = {}
+    for case in dataset.cases:
+        if case.image.is_dir():
+            choice = inspect_dicom(case.image).choice
+            if choice is not None and choice.chosen is not None:
+                counts[choice.kernel_class] = counts.get(choice.kernel_class, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def _schedule(config: RunConfig, total_steps: int) -> Callable[[int], float]:

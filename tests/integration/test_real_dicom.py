@@ -287,7 +287,7 @@ def test_discovery_of_dcm_qa_ct(shared_data: Path) -> None:
     assert untilted == ["STD BRAIN 5MM"]
     # Selection rule: usable CT, axial, most slices, thinnest. Both tilted series are usable; STEREOTAXIS has 54.
     assert found.chosen is by_folder["Philips/S21610/S2010"] and found.chosen.description == "STEREOTAXIS"
-    assert found.reason == "usable axial CT with the most slices (54) [3 usable of 6]"
+    assert found.reason.endswith("54 slices over 128 mm [3 of 6 series ranked]")
     ge = by_folder["GE"]
     assert ge.usable and len(ge.slices) == 28
     assert [r for r, _ in ge.warnings] == [SeriesReason.INCONSISTENT_SPACING, SeriesReason.GANTRY_TILT]
@@ -304,7 +304,9 @@ def test_discovery_of_dcm_qa_ct(shared_data: Path) -> None:
 def test_colour_secondary_capture_is_refused(shared_data: Path) -> None:
     folder = shared_data / "deid_data_ct_secondary_capture"
     found = inspect_dicom(folder)
-    assert found.chosen is None and found.reason == "no usable series"
+    assert found.chosen is None and found.reason.startswith(
+        "no series passes (series 2 'BRAIN SEQ  4.8  H31s': not usable"
+    )
     (plan,) = found.plans
     assert plan.error is not None and plan.error.reason is SeriesReason.COLOUR_IMAGE
     with pytest.raises(DicomSeriesError, match=r"only secondary-capture / colour images \(2\)") as info:

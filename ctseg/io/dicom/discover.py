@@ -25,6 +25,7 @@ from pydicom.dataset import Dataset
 
 from ctseg.errors import DicomSeriesError, SeriesReason
 from ctseg.io.dicom.fast_header import parse_header
+from ctseg.io.dicom.quiet import PydicomNotes
 
 log = logging.getLogger(__name__)
 
@@ -222,13 +223,16 @@ def unreadable_note(ignored: list[IgnoredFile]) -> str:
     )
 
 
-def discover(root: Path) -> Discovery:
+def discover(root: Path, *, notes: PydicomNotes | None = None) -> Discovery:
     """Scan ``root`` (a folder tree or one file) for DICOM image files and group them into series.
 
     Parameters
     ----------
     root
         A folder (searched recursively; hidden entries skipped) or a single file.
+    notes
+        Where pydicom's messages go inside :func:`~ctseg.io.dicom.quiet.quiet_pydicom`; what it said about a file
+        that is then ignored (a text file read by force) is dropped.
 
     Returns
     -------
@@ -246,6 +250,7 @@ def discover(root: Path) -> Discovery:
     groups: dict[str, SeriesGroup] = {}
     ignored: list[IgnoredFile] = []
     for path in iter_files(root, ignored):
+        mark = notes.mark() if notes is not None else (0, 0)
         try:
             ds, pixel_offset = read_header(path)
         except OSError as exc:  # permission denied, vanished, I/O error: say which
@@ -253,6 +258,8 @@ def discover(root: Path) -> Discovery:
             continue
         except Exception as exc:  # pydicom raises many types for non-DICOM or damaged bytes
             ignored.append(IgnoredFile(path, f"not a readable DICOM file ({type(exc).__name__})"))
+            if notes is not None:
+                notes.drop_since(mark)
             continue
         has_meta = getattr(ds, "file_meta", None) is not None and len(ds.file_meta) > 0
         if not has_meta and "SOPClassUID" not in ds and "Modality" not in ds:
@@ -261,6 +268,8 @@ def discover(root: Path) -> Discovery:
             reason = _non_image_reason(ds)
         if reason:
             ignored.append(IgnoredFile(path, reason))
+            if notes is not None:
+                notes.drop_since(mark)
             continue
         key, missing = _group_key(ds)
         group = groups.setdefault(key, SeriesGroup(key=key, uid_missing=missing))

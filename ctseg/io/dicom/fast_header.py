@@ -64,9 +64,12 @@ DECODED: dict[str, tuple[int, str]] = {
     "SOPClassUID": (0x00080016, "UI"),
     "SOPInstanceUID": (0x00080018, "UI"),
     "Modality": (0x00080060, "CS"),
+    "Manufacturer": (0x00080070, "LO"),
     "SeriesDescription": (0x0008103E, "LO"),
+    "ContrastBolusAgent": (0x00180010, "LO"),
     "SliceThickness": (0x00180050, "DS"),
     "SpacingBetweenSlices": (0x00180088, "DS"),
+    "ConvolutionKernel": (0x00181210, "SH"),
     "GantryDetectorTilt": (0x00181120, "DS"),
     "StudyInstanceUID": (0x0020000D, "UI"),
     "SeriesInstanceUID": (0x0020000E, "UI"),
@@ -365,7 +368,7 @@ def _numbers(raw: bytes, fmt: str) -> Any:
 
 
 def _text(raw: bytes, charset: Any) -> Any:
-    """LO as pydicom's ``convert_text``: decode, split on backslash, strip trailing NULs and spaces of each."""
+    """LO/SH as pydicom's ``convert_text``: decode, split on backslash, strip trailing NULs and spaces of each."""
     try:
         text = raw.decode("ascii")
     except UnicodeDecodeError:
@@ -382,7 +385,7 @@ def _text(raw: bytes, charset: Any) -> Any:
 
 
 _CONVERTERS: dict[str, Callable[[bytes], Any]] = {"CS": _strings, "UI": _strings, "DS": _ds, "IS": _is, "US": _us}
-#: tag -> (keyword, VR as bytes, converter); "US or SS" and LO are resolved in _decode.
+#: tag -> (keyword, VR as bytes, converter); "US or SS", LO and SH are resolved in _decode.
 _SPECS: dict[int, tuple[str, bytes, Callable[[bytes], Any] | None]] = {
     tag: (kw, vr.encode(), _CONVERTERS.get(vr)) for kw, (tag, vr) in DECODED.items()
 }
@@ -400,8 +403,8 @@ def _decode(found: dict[int, tuple[bytes, bytes]], explicit: bool) -> tuple[dict
             continue
         kw, expected, convert = spec
         if convert is None:
-            if expected == b"LO":
-                if explicit and vr != b"LO":
+            if expected in (b"LO", b"SH"):
+                if explicit and vr != expected:
                     raise _Unsupported(f"{kw} with VR {vr!r}")
                 charset = values.get("SpecificCharacterSet", "")  # (0008,0005) comes first
                 values[kw] = _text(raw, charset) if raw else ""

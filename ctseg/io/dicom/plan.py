@@ -11,9 +11,13 @@ from typing import ClassVar
 
 import numpy as np
 
-from ctseg.errors import DicomSeriesError, SeriesReason
+from ctseg.errors import ConfigError, DicomSeriesError, SeriesReason
+from ctseg.io.dicom.choose import KERNEL_PREFERENCES
 from ctseg.io.dicom.discover import DicomFile, SeriesGroup
 from ctseg.volume import Geometry
+
+#: The largest slice thickness a thickness band may name (mm).
+MAX_THICKNESS_MM = 100.0
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,16 @@ class ReadOptions:
         the rescaled padding value (e.g. -3024 on GE).
     fill_hu
         HU for voxels of a corrected (tilt) grid that no slice covers.
+    prefer_kernel
+        Kernel class ranked first when choosing a series: ``soft`` (default), ``bone``, ``lung``, or ``any`` (kernel
+        not ranked); see :mod:`ctseg.io.dicom.ranking`.
+    thickness_band_mm
+        ``(min, max)`` slice thickness in mm a series should have; one outside loses to one inside.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown ``prefer_kernel`` or a band outside (0, 100] mm or with min > max.
     """
 
     correct_tilt: bool = True
@@ -43,6 +57,20 @@ class ReadOptions:
     min_slices: int = 3
     padding_hu: float | None = -1024.0
     fill_hu: float = -1024.0
+    prefer_kernel: str = "soft"
+    thickness_band_mm: tuple[float, float] = (0.5, 5.0)
+
+    def __post_init__(self) -> None:
+        if self.prefer_kernel not in KERNEL_PREFERENCES:
+            raise ConfigError(
+                f"prefer_kernel is {self.prefer_kernel!r}; expected one of {', '.join(KERNEL_PREFERENCES)}"
+            )
+        band = tuple(self.thickness_band_mm)
+        if len(band) != 2 or not 0.0 < band[0] <= band[1] <= MAX_THICKNESS_MM:
+            raise ConfigError(
+                f"thickness_band_mm is {self.thickness_band_mm!r}; expected (min, max) with "
+                f"0 < min <= max <= {MAX_THICKNESS_MM:g} mm, e.g. (0.5, 5.0)"
+            )
 
 
 @dataclass(frozen=True)

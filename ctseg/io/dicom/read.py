@@ -5,8 +5,10 @@ it was read from (the series, its instances in slice order with their SOP Instan
 reason codes). Writers that reference the source (DICOM SEG) take that object, so nothing rescans the folder.
 :func:`inspect_dicom` runs the same discovery and checks for every series without reading pixel data.
 
-Series selection rule (used by ``convert`` and ``predict`` when no series UID is given): among usable series, prefer
-CT, then axial, then the most slices, then the thinnest slice spacing; ties go to the first found.
+Series selection (used by ``convert``, ``predict`` and ``inspect``): :func:`~ctseg.io.dicom.ranking.choose_series`
+removes localizers, projections and series that fail their checks, ranks the rest by kernel class, orientation,
+image type, thickness band, coverage, slice count and thickness (ties: lower SeriesNumber, then UID) and says why
+every other series lost; ``series`` (``--series``) steers it by UID, SeriesNumber or description glob.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from pathlib import Path
 from ctseg.errors import DicomSeriesError, SeriesReason
 from ctseg.io.dicom.discover import Discovery, IgnoredFile, discover, unreadable_note
 from ctseg.io.dicom.plan import CheckedSeries, ReadOptions, SeriesCheck, SeriesWarning
+from ctseg.io.dicom.quiet import header_notes, quiet_pydicom
+from ctseg.io.dicom.ranking import SeriesChoice, choose_series
 from ctseg.io.dicom.series import plan_series
 from ctseg.io.dicom.stack import assemble_volume
 from ctseg.volume import Volume
@@ -46,12 +50,27 @@ class DicomImage:
         Why this series was chosen, in words.
     ignored
         The files found beside the series that are not part of any series (e.g. DICOM SEG objects), with why.
+    choice
+        The choice among the study's series: every candidate with its kernel class and why it lost.
+    notes
+        Header oddities pydicom repaired while the study was read, as ``HEADER_REPAIRED`` warnings.
     """
 
     volume: Volume
     plan: CheckedSeries
     reason: str = ""
     ignored: tuple[IgnoredFile, ...] = ()
+    choice: SeriesChoice | None = None
+    notes: tuple[SeriesWarning, ...] = ()
+
+    @property
+    def kernel_class(self) -> str:
+        """The kernel class of the read series (soft, bone, lung, unknown)."""
+        if self.choice is not None and self.choice.chosen is not None:
+            return self.choice.kernel_class
+        from ctseg.io.dicom.ranking import describe
+
+        return describe(self.plan).kernel_class
 
     @property
     def series_uid(self) -> str:
@@ -85,8 +104,8 @@ class DicomImage:
 
     @property
     def warnings(self) -> tuple[SeriesWarning, ...]:
-        """What was corrected while reading, each with its reason code."""
-        return self.plan.warnings
+        """What was corrected while reading (header oddities pydicom repaired included), each with its reason code."""
+        return self.plan.warnings + self.notes
 
 
 @dataclass(frozen=True)
@@ -97,6 +116,8 @@ class DicomInspection:
     plans: tuple[SeriesCheck, ...]
     picked: SeriesCheck | None
     reason: str
+    choice: SeriesChoice | None = None
+    notes: tuple[SeriesWarning, ...] = ()
 
     @property
     def chosen(self) -> CheckedSeries | None:
@@ -131,46 +152,38 @@ class DicomInspection:
             )
         if len(self.plans) == 1 and self.plans[0].error is not None:
             raise self.plans[0].error
-        errors = "; ".join(str(p.error) for p in self.plans if p.error is not None)
-        raise DicomSeriesError(SeriesReason.NO_SERIES, f"no usable series under {name}: {errors}")
+        if self.choice is not None:
+            why = "; ".join(f"{c.plan.label}: {c.verdict}" for c in self.choice.candidates)
+        else:
+            why = "; ".join(str(p.error) for p in self.plans if p.error is not None)
+        raise DicomSeriesError(
+            SeriesReason.NO_SERIES,
+            f"no usable series under {name}: {why}; pass --series to read one of them anyway (see `ctseg inspect`)",
+        )
 
 
-def select_series(plans: Sequence[SeriesCheck], series_uid: str | None = None) -> tuple[SeriesCheck | None, str]:
-    """Pick the series to read, with the reason in words.
+def select_series(
+    plans: Sequence[SeriesCheck], series_uid: str | None = None, *, options: ReadOptions = ReadOptions()
+) -> tuple[SeriesCheck | None, str]:
+    """Pick the series to read, with the reason in words (the choice of :func:`choose_series`, condensed).
 
     Parameters
     ----------
     plans
         Checked series.
     series_uid
-        When given, that series (usable or not) and no other.
+        When given, the series it names (usable or not) and no other: a SeriesInstanceUID, a SeriesNumber or a
+        description glob such as ``*venous*`` (case-insensitive).
+    options
+        ``prefer_kernel`` and ``thickness_band_mm`` steer the ranking.
 
     Raises
     ------
     DicomSeriesError
-        ``SERIES_NOT_FOUND`` when ``series_uid`` matches no series.
+        ``SERIES_NOT_FOUND`` when ``series_uid`` matches no series, ``AMBIGUOUS_SERIES`` when it matches several.
     """
-    if series_uid is not None:
-        for plan in plans:
-            if plan.series_uid == series_uid:
-                return plan, "chosen by --series"
-        known = ", ".join(p.series_uid for p in plans) or "none"
-        raise DicomSeriesError(SeriesReason.SERIES_NOT_FOUND, f"no series with UID {series_uid}; series found: {known}")
-    usable = [p for p in plans if isinstance(p, CheckedSeries)]
-    if not usable:
-        return None, "no usable series"
-
-    def rank(p: CheckedSeries) -> tuple[bool, bool, int, float]:
-        return (p.modality == "CT", p.is_axial, len(p.slices), -p.step_mm)
-
-    best = max(usable, key=rank)
-    why = [f"{len(usable)} usable of {len(plans)}"]
-    if not best.is_axial:
-        why.append("no axial series")
-    why.append(f"most slices ({len(best.slices)})")
-    if sum(1 for p in usable if len(p.slices) == len(best.slices)) > 1:
-        why.append(f"thinnest ({best.step_mm:.3g} mm)")
-    return best, "usable axial CT with the " + ", ".join(why[1:]) + f" [{why[0]}]"
+    choice = choose_series(plans, series=series_uid, options=options)
+    return (choice.chosen.plan if choice.chosen else None), choice.reason
 
 
 def inspect_dicom(
@@ -179,17 +192,22 @@ def inspect_dicom(
     """Scan ``path`` and check every series in it, without reading pixel data.
 
     ``picked`` is the series the selection rule (or ``series_uid``) points to, usable or not; ``chosen`` is that
-    series when it is usable (:meth:`DicomInspection.require_chosen` raises the error otherwise).
+    series when it is usable (:meth:`DicomInspection.require_chosen` raises the error otherwise); ``choice`` has
+    every series with its kernel class and why it lost. ``series_uid`` is a SeriesInstanceUID, a SeriesNumber or a
+    description glob. pydicom's warnings are collected into ``notes`` (``HEADER_REPAIRED``), never printed.
 
     Raises
     ------
     DicomSeriesError
-        ``NO_DICOM`` when the path does not exist; ``SERIES_NOT_FOUND`` for an unknown ``series_uid``.
+        ``NO_DICOM`` when the path does not exist; ``SERIES_NOT_FOUND`` / ``AMBIGUOUS_SERIES`` for a
+        ``series_uid`` that names no series or several.
     """
-    found = discover(Path(path))
-    plans = tuple(plan_series(g, options) for g in found.groups)
-    picked, reason = select_series(plans, series_uid)
-    return DicomInspection(found, plans, picked, reason)
+    with quiet_pydicom() as notes:
+        found = discover(Path(path), notes=notes)
+        plans = tuple(plan_series(g, options) for g in found.groups)
+    choice = choose_series(plans, series=series_uid, options=options)
+    picked = choice.chosen.plan if choice.chosen else None
+    return DicomInspection(found, plans, picked, choice.reason, choice, header_notes(notes))
 
 
 def read_dicom(path: Path, *, series_uid: str | None = None, options: ReadOptions = ReadOptions()) -> DicomImage:
@@ -200,9 +218,11 @@ def read_dicom(path: Path, *, series_uid: str | None = None, options: ReadOption
     path
         Folder searched recursively, or one (multi-frame) file.
     series_uid
-        The SeriesInstanceUID to read; by default the series chosen by :func:`select_series`.
+        The series to read (a SeriesInstanceUID, a SeriesNumber or a description glob); by default the series
+        chosen by :func:`~ctseg.io.dicom.ranking.choose_series`.
     options
-        Strictness and correction options (gaps, tilt correction, non-CT, padding, minimum slices).
+        Strictness and correction options (gaps, tilt correction, non-CT, padding, minimum slices) and the choice's
+        preferences (kernel class, thickness band).
 
     Returns
     -------
@@ -213,14 +233,17 @@ def read_dicom(path: Path, *, series_uid: str | None = None, options: ReadOption
     Raises
     ------
     DicomSeriesError
-        With a reason code: ``NO_DICOM`` / ``NO_SERIES`` when nothing readable is found, ``SERIES_NOT_FOUND``, or
+        With a reason code: ``NO_DICOM`` / ``NO_SERIES`` when nothing readable is found, ``SERIES_NOT_FOUND`` /
+        ``AMBIGUOUS_SERIES``, or
         the chosen series' own error (``MISSING_SLICE``, ``GANTRY_TILT``, ``NOT_CT``, ...).
     UnsupportedTransferSyntaxError
         When the pixel data's compression has no installed decoder.
     """
     found = inspect_dicom(path, options=options, series_uid=series_uid)
     plan = found.require_chosen()
-    return DicomImage(assemble_volume(plan, options), plan, found.reason, tuple(found.ignored))
+    with quiet_pydicom() as notes:
+        volume = assemble_volume(plan, options)
+    return DicomImage(volume, plan, found.reason, tuple(found.ignored), found.choice, found.notes + header_notes(notes))
 
 
 def read_dicom_series(path: Path, *, series_uid: str | None = None, options: ReadOptions = ReadOptions()) -> Volume:

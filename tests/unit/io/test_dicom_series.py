@@ -112,22 +112,29 @@ def test_two_series_in_one_folder_choose_most_slices(tmp_path: Path) -> None:
     found = inspect_dicom(tmp_path)
     assert len(found.plans) == 2
     assert found.chosen is not None and len(found.chosen.slices) == 9
-    assert "most slices (9)" in found.reason
+    assert "9 slices" in found.reason
     other = next(p for p in found.plans if p is not found.chosen)
+    assert found.choice is not None
+    (loser,) = found.choice.losers
+    assert loser.plan is other and loser.verdict.startswith("fewer slices (4 vs 9")
     assert _read(tmp_path).shape == (9, 8, 8)
     picked = read_dicom_series(tmp_path, series_uid=other.series_uid)
     assert picked.shape == (4, 8, 8)
-    with pytest.raises(DicomSeriesError, match="no series with UID 9.9.9") as info:
+    with pytest.raises(DicomSeriesError, match="--series 9.9.9 matches no SeriesInstanceUID") as info:
         read_dicom_series(tmp_path, series_uid="9.9.9")
     assert info.value.reason is SeriesReason.SERIES_NOT_FOUND
 
 
 def test_equal_slices_choose_thinnest(tmp_path: Path) -> None:
-    write_dicom_series(tmp_path, make_volume(shape=(5, 8, 8), spacing=(3.0, 0.7, 0.7)), names=list("abcde"), **FINE)
-    write_dicom_series(tmp_path, make_volume(shape=(5, 8, 8), spacing=(1.0, 0.7, 0.7)), names=list("fghij"), **FINE)
+    # Same slices over the same extent: the thinner reconstruction wins (3 mm slices at 1 mm steps overlap).
+    vol = make_volume(shape=(5, 8, 8), spacing=(1.0, 0.7, 0.7))
+    write_dicom_series(tmp_path, vol, names=list("abcde"), extra={"SliceThickness": "3.0"}, **FINE)
+    write_dicom_series(tmp_path, vol, names=list("fghij"), extra={"SliceThickness": "1.0"}, **FINE)
     found = inspect_dicom(tmp_path)
-    assert found.chosen is not None and found.chosen.step_mm == pytest.approx(1.0)
-    assert "thinnest" in found.reason
+    assert found.choice is not None and found.choice.chosen is not None
+    assert found.choice.chosen.thickness_mm == pytest.approx(1.0)
+    (loser,) = found.choice.losers
+    assert loser.verdict == "thicker slices (3 mm vs 1 mm)"
 
 
 def test_localizer_inside_series_is_skipped(tmp_path: Path) -> None:

@@ -163,6 +163,12 @@ EXTRAS: dict[str, dict[str, Any]] = {
     },
     "empty": {"SliceThickness": None, "SeriesDescription": "", "AcquisitionNumber": None, "ImageType": ""},
     "blank-ds": {"SliceThickness": "  "},
+    "choice": {  # what the series choice reads: LO and SH text, a multi-valued kernel
+        "ConvolutionKernel": "I30f\\3",
+        "Manufacturer": "SIEMENS",
+        "ContrastBolusAgent": "IOMERON 350",
+        "ImageType": "DERIVED\\SECONDARY\\MPR",
+    },
 }
 
 
@@ -393,5 +399,6 @@ def test_reading_a_series_never_needs_the_full_pydicom_header(tmp_path: Path, mo
 
     monkeypatch.setattr(importlib.import_module("ctseg.io.dicom.fast_header"), "_load_dataset", refuse)
     v = make_volume(shape=(4, 6, 5))
-    write_dicom_series(tmp_path / "s", v, extra={"PixelPaddingValue": -3024})
+    choice_tags = {"ConvolutionKernel": "B30f", "Manufacturer": "SIEMENS", "ContrastBolusAgent": "IOMERON"}
+    write_dicom_series(tmp_path / "s", v, extra={"PixelPaddingValue": -3024, **choice_tags})
     assert read_dicom_series(tmp_path / "s").shape == v.shape
