@@ -69,3 +69,11 @@ class DicomSeriesError(CtsegError, ValueError):
     def __init__(self, reason: SeriesReason, message: str) -> None:
         super().__init__(f"[{reason.value}] {message}")
         self.reason = reason
+
+
+class ServeError(CtsegError):
+    """A service that cannot start or a request it refuses (bad settings, full queue, low disk, failed send)."""
+
+
+class UploadError(CtsegError, ValueError):
+    """An uploaded file the service refuses: not DICOM or NIfTI, too large, or a zip entry outside its folder."""

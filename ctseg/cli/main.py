@@ -493,8 +493,10 @@ def predict(
 def _register() -> None:
     """Commands defined in their own modules (they import nothing from here)."""
     from ctseg.cli.evaluate_cmd import evaluate
+    from ctseg.cli.serve_cmd import serve
 
     cli.add_command(evaluate)
+    cli.add_command(serve)
 
 
 _register()
