@@ -8,21 +8,28 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import torch
 
 from ctseg.config import InferConfig, ModelConfig, PreprocessConfig, to_dict
+from ctseg.infer.model import LoadedModel
 from ctseg.io.model_files import save_model_files
 from ctseg.model import build_model
 from ctseg.phantom import make_phantom
+from ctseg.serve.config import ServeConfig
 from ctseg.volume import Geometry
 from tests.synthetic import write_dicom_series
+
+if TYPE_CHECKING:
+    from ctseg.serve.app import Service
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "test-token-0123456789abcdef"
@@ -166,3 +173,46 @@ def wait_for(predicate: object, timeout_s: float, what: str) -> None:
             return
         time.sleep(0.25)
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+@dataclass
+class InProcess:
+    """A :class:`~ctseg.serve.app.Service` with its HTTP API served by uvicorn in a thread."""
+
+    service: Service
+    http: str
+    server: Any
+    thread: threading.Thread
+
+    def client(self, token: str | None = TOKEN) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.http, headers=headers, timeout=30.0)
+
+
+@contextmanager
+def in_process(
+    config: ServeConfig, models: dict[str, LoadedModel], *, token: str | None = TOKEN, start: bool = True
+) -> Iterator[InProcess]:
+    """Run a service in this process (``start=False``: the HTTP API only, no worker drains the queue)."""
+    import uvicorn
+
+    from ctseg.serve.app import Service
+    from ctseg.serve.http_api import create_app
+
+    service = Service(config, {"cpu": models}, token=token)
+    if start:
+        service.start()
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, 30, "uvicorn to start")
+    try:
+        yield InProcess(service, f"http://127.0.0.1:{port}", server, thread)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        if start:
+            service.stop()
+        else:
+            service.queue.close()

@@ -29,6 +29,7 @@ OPEN_PATHS = frozenset({"/healthz"})
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 #: Seconds a client told "queue full" should wait before retrying.
 RETRY_AFTER_S = 30
+MAX_LIST = 1000
 OUTPUTS = {"mask": "mask.nii.gz", "seg": "seg.dcm", "stats": "stats.json", "preview": "preview.png"}
 MEDIA = {"mask": "application/gzip", "seg": "application/dicom", "stats": "application/json", "preview": "image/png"}
 
@@ -144,6 +145,13 @@ def create_app(service: Service) -> FastAPI:
     def submit(files: list[UploadFile] = File(...), model: str | None = Form(None)) -> dict[str, str]:
         """Queue one case: DICOM files of one series, a zip of a study, or one NIfTI image."""
         return _submit(service, files, model)
+
+    @app.get("/v1/jobs")
+    def jobs(limit: int = 100) -> list[dict[str, Any]]:
+        """The most recent jobs, newest first (at most ``limit``, 1-1000)."""
+        if not 1 <= limit <= MAX_LIST:
+            raise HTTPException(422, f"limit={limit}; expected 1..{MAX_LIST}")
+        return [j.as_dict() for j in service.queue.recent(limit)]
 
     @app.get("/v1/jobs/{job_id}")
     def job(job_id: str) -> dict[str, Any]:
