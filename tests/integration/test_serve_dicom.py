@@ -27,7 +27,9 @@ def _write_config(path: Path, pacs_port: int) -> Path:
 
 
 def _sop_uids(folder: Path) -> set[str]:
-    return {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in sorted(folder.iterdir()) if p.is_file()}
+    return {
+        str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in sorted(folder.iterdir()) if p.is_file()
+    }
 
 
 @pytest.mark.slow  # about 40 s on 2 cores: two server jobs and two `ctseg predict` runs
@@ -37,7 +39,10 @@ def test_dicom_node_round_trip(tmp_path: Path, shared_data: Path) -> None:
     phantom_series(synthetic)
     model = tiny_model(tmp_path / "model")
     pacs = tmp_path / "pacs"
-    with storescp(pacs) as pacs_port, serving(tmp_path / "store", [model], _write_config(tmp_path / "s.yaml", pacs_port)) as server:
+    with (
+        storescp(pacs) as pacs_port,
+        serving(tmp_path / "store", [model], _write_config(tmp_path / "s.yaml", pacs_port)) as server,
+    ):
         port = str(server.dicom_port)
         echo = subprocess.run(["echoscu", "-aet", "SCANNER", "-aec", "CTSEG", "127.0.0.1", port], capture_output=True)
         assert echo.returncode == 0, echo.stderr
@@ -58,10 +63,14 @@ def test_dicom_node_round_trip(tmp_path: Path, shared_data: Path) -> None:
         assert all(j["source"] == "dicom" and j["seconds"]["infer"] > 0 for j in jobs)
     segs = {str(pydicom.dcmread(p).ReferencedSeriesSequence[0].SeriesInstanceUID): p for p in pacs.glob("SG*")}
     for folder in (real, synthetic):
-        series_uid = str(pydicom.dcmread(min(p for p in folder.iterdir() if p.is_file()), stop_before_pixels=True).SeriesInstanceUID)
+        series_uid = str(
+            pydicom.dcmread(min(p for p in folder.iterdir() if p.is_file()), stop_before_pixels=True).SeriesInstanceUID
+        )
         seg_path = segs[series_uid]
         seg = pydicom.dcmread(seg_path)
-        referenced = {str(i.ReferencedSOPInstanceUID) for i in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
+        referenced = {
+            str(i.ReferencedSOPInstanceUID) for i in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence
+        }
         assert referenced == _sop_uids(folder)
         assert seg.Modality == "SEG" and seg.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4"
         # `ctseg predict` of the same series with the same model: the SEG equals its mask voxel for voxel.

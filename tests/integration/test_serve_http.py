@@ -20,7 +20,7 @@ from ctseg.io.images import write_image
 from ctseg.phantom import make_phantom
 from ctseg.serve.config import ServeConfig
 from ctseg.volume import Geometry
-from tests.serve_support import TOKEN, in_process, phantom_series
+from tests.serve_support import in_process, phantom_series
 from tests.stand_in import THRESHOLD_HU, threshold_model
 
 SPACING = (2.0, 2.0, 2.0)
