@@ -138,15 +138,17 @@ def serving(store: Path, models: Sequence[Path], config: Path | None = None, **k
 
 
 @contextmanager
-def storescp(folder: Path, *, ae_title: str = "PACS") -> Iterator[int]:
-    """dcmtk's storescp on a free loopback port, writing what it receives to ``folder``; yields the port."""
+def storescp(folder: Path, *, ae_title: str = "PACS", port: int = 0) -> Iterator[int]:
+    """dcmtk's storescp on a (free) loopback port, writing what it receives to ``folder`` and its verbose log to
+    ``folder/../storescp.log`` (see :func:`received_count`); yields the port."""
     folder.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    process = subprocess.Popen(
-        ["storescp", "--aetitle", ae_title, "--output-directory", str(folder), "+xa", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    port = port or free_port()
+    with open(folder.parent / "storescp.log", "ab") as log:
+        process = subprocess.Popen(
+            ["storescp", "-v", "--aetitle", ae_title, "--output-directory", str(folder), "+xa", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         for _ in range(100):
             with socket.socket() as s:
@@ -156,6 +158,12 @@ def storescp(folder: Path, *, ae_title: str = "PACS") -> Iterator[int]:
         yield port
     finally:
         stop(process)
+
+
+def received_count(folder: Path) -> int:
+    """How many C-STORE requests the storescp of ``folder`` received (a repeated instance counts again)."""
+    log = folder.parent / "storescp.log"
+    return log.read_text().count("Received Store Request") if log.is_file() else 0
 
 
 def storescu(files: Sequence[Path] | Path, port: int, *, calling: str = "SCANNER", called: str = "CTSEG") -> int:
