@@ -47,14 +47,11 @@ def _dicom_name(data: bytes, where: str) -> str:
     from pydicom.errors import InvalidDicomError
 
     try:
-        ds = dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
-    except (InvalidDicomError, OSError, ValueError) as exc:
-        raise UploadError(
-            f"{where}: not a readable DICOM file ({exc}); upload DICOM files, a zip, or a NIfTI"
-        ) from None
-    uid = ds.get("SOPInstanceUID")
+        uid = dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).get("SOPInstanceUID")
+    except (InvalidDicomError, OSError, ValueError, EOFError):
+        uid = None  # pydicom is lenient: a damaged file usually reads, without the UID
     if not is_uid(uid):
-        raise UploadError(f"{where}: DICOM file without a valid SOPInstanceUID; it cannot be stored")
+        raise UploadError(f"{where}: DICOM file without a readable, valid SOPInstanceUID; it cannot be stored")
     return f"{uid}.dcm"
 
 
