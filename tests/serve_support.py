@@ -202,12 +202,15 @@ def in_process(
     config: ServeConfig, models: dict[str, LoadedModel], *, token: str | None = TOKEN, start: bool = True
 ) -> Iterator[InProcess]:
     """Run a service in this process (``start=False``: the HTTP API only, no worker drains the queue)."""
+    import dataclasses
+
     import uvicorn
 
     from ctseg.serve.app import Service
     from ctseg.serve.http_api import create_app
 
-    service = Service(config, {"cpu": models}, token=token)
+    # Any free DICOM port: tests never compete for 11112.
+    service = Service(dataclasses.replace(config, dicom_port=0), {"cpu": models}, token=token)
     if start:
         service.start()
     port = free_port()
@@ -224,3 +227,24 @@ def in_process(
             service.stop()
         else:
             service.queue.close()
+
+
+def screenshot(url: str, out: Path, *, size: tuple[int, int] = (1280, 720)) -> Path:
+    """Render ``url`` in headless Chromium (Debian ``chromium``) to the PNG ``out``."""
+    cmd = [
+        "chromium",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--hide-scrollbars",
+        f"--window-size={size[0]},{size[1]}",
+        f"--screenshot={out}",
+        url,
+    ]
+    home = out.parent / "chromium-home"  # its profile and crash files stay in the test's folder
+    home.mkdir(exist_ok=True)
+    result = subprocess.run(cmd, capture_output=True, timeout=120, env={**os.environ, "HOME": str(home)})
+    if result.returncode != 0 or not out.is_file():
+        raise RuntimeError(f"chromium failed ({result.returncode}): {result.stderr.decode()[-2000:]}")
+    return out

@@ -29,6 +29,8 @@ def _parse_http(value: str | None) -> tuple[str | None, int | None]:
 def read_token(token_file: Path | None) -> str | None:
     """The API token: the first line of ``token_file``, else ``$CTSEG_SERVE_TOKEN``, else ``None``.
 
+    The service logs what it does, never with the token or a patient value.
+
     Raises
     ------
     ConfigError
@@ -39,7 +41,8 @@ def read_token(token_file: Path | None) -> str | None:
     token = None
     if token_file is not None:
         try:
-            token = token_file.read_text().strip().splitlines()[0].strip() if token_file.read_text().strip() else ""
+            text = token_file.read_text().strip()
+            token = text.splitlines()[0].strip() if text else ""
         except OSError as exc:
             raise ConfigError(f"cannot read the token file {token_file}: {exc}") from exc
     elif os.environ.get(TOKEN_ENV):
@@ -118,6 +121,12 @@ def serve(
     """
     from ctseg.errors import CtsegError
 
+    try:
+        import fastapi  # noqa: F401
+        import pynetdicom  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise click.ClickException(f"{exc.name} is not installed: pip install 'ctseg[serve]'") from None
     try:
         from ctseg.serve.app import run_service
         from ctseg.serve.config import load_serve_config
