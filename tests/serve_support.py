@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -242,9 +243,8 @@ def screenshot(url: str, out: Path, *, size: tuple[int, int] = (1280, 720)) -> P
         f"--screenshot={out}",
         url,
     ]
-    home = out.parent / "chromium-home"  # its profile and crash files stay in the test's folder
-    home.mkdir(exist_ok=True)
-    result = subprocess.run(cmd, capture_output=True, timeout=120, env={**os.environ, "HOME": str(home)})
+    with tempfile.TemporaryDirectory(prefix="chromium-home-") as home:  # its profile and crash files
+        result = subprocess.run(cmd, capture_output=True, timeout=120, env={**os.environ, "HOME": home})
     if result.returncode != 0 or not out.is_file():
         raise RuntimeError(f"chromium failed ({result.returncode}): {result.stderr.decode()[-2000:]}")
     return out
