@@ -146,12 +146,16 @@ class Service:
         first = next((p for p in sorted(folder.glob("*.dcm"))), None)
         if first is not None and self.config.routes:
             from pydicom import dcmread
+            from pydicom.errors import InvalidDicomError
 
-            ds = dcmread(first, stop_before_pixels=True, specific_tags=["SeriesDescription", "BodyPartExamined"])
-            headers = {
-                "series_description": str(ds.get("SeriesDescription", "")),
-                "body_part": str(ds.get("BodyPartExamined", "")),
-            }
+            try:
+                ds = dcmread(first, stop_before_pixels=True, specific_tags=["SeriesDescription", "BodyPartExamined"])
+                headers = {
+                    "series_description": str(ds.get("SeriesDescription", "")),
+                    "body_part": str(ds.get("BodyPartExamined", "")),
+                }
+            except (OSError, ValueError, InvalidDicomError) as exc:  # the job itself will report the bad file
+                log.warning("series in %s: header unreadable for routing (%s); default model", folder.name, exc)
         for rule in self.config.routes:
             if all(re.search(getattr(rule, k), v, re.IGNORECASE) for k, v in headers.items()):
                 return rule.model

@@ -74,3 +74,34 @@ def test_model_names_must_differ(tmp_path: Path) -> None:
     with pytest.raises(ServeError, match="model folder names must differ"):
         load_models([a, b], ("cpu",))
     assert list(load_models([a], ("cpu",))["cpu"]) == ["model"]
+
+
+def test_unreadable_header_routes_to_the_default(tmp_path: Path) -> None:
+    rules = (Route("chest", series_description="chest"),)
+    service = Service(_config(tmp_path, routes=rules, default_model="abdomen"), MODELS, token=TOKEN)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "1.2.3.dcm").write_bytes(b"not dicom at all")
+    assert service.route(tmp_path / "bad") == "abdomen"
+    service.queue.close()
+
+
+def test_full_queue_refuses_new_series_with_a_dicom_failure_status(tmp_path: Path) -> None:
+    from pynetdicom import AE
+
+    service = Service(_config(tmp_path, max_queue=1, min_free_disk_bytes=0, dicom_port=0), MODELS, token=TOKEN)
+    port = service.node.start()  # no worker: the queue does not drain
+    try:
+        service.queue.enqueue(source="http", input_path=tmp_path, model="abdomen", received=0.0)
+        files = phantom_series(tmp_path / "series", shape=(2, 8, 8))
+        ae = AE(ae_title="SCANNER")
+        ae.add_requested_context("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.1.2.1")
+        assoc = ae.associate("127.0.0.1", port, ae_title="CTSEG")
+        assert assoc.is_established
+        status = assoc.send_c_store(pydicom.dcmread(files[0]))
+        assoc.release()
+        assert status.Status == 0xA700  # "out of resources": the sender retries later
+        assert not any((tmp_path / "store" / "received").iterdir())
+        assert service.metrics.registry.get_sample_value("ctseg_dicom_instances_received_total") == 0
+    finally:
+        service.node.stop()
+        service.queue.close()
