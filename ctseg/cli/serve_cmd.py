@@ -6,6 +6,7 @@ environment variable (``CTSEG_SERVE_TOKEN``) is read.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -127,6 +128,9 @@ def serve(
         import uvicorn  # noqa: F401
     except ImportError as exc:
         raise click.ClickException(f"{exc.name} is not installed: pip install 'ctseg[serve]'") from None
+    # These libraries log UIDs and, at debug level, header values: never patient data in the service's logs.
+    for name in ("pynetdicom", "highdicom"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         from ctseg.serve.app import run_service
         from ctseg.serve.config import load_serve_config
