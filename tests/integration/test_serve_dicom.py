@@ -61,6 +61,13 @@ def test_dicom_node_round_trip(tmp_path: Path, shared_data: Path) -> None:
             jobs = client.get("/v1/jobs").json()
         assert sorted(j["state"] for j in jobs) == ["done", "done"]
         assert all(j["source"] == "dicom" and j["seconds"]["infer"] > 0 for j in jobs)
+    # No identifying value in the server's log (it logs job ids and counts), even with -v.
+    log = server.log.read_text()
+    for folder in (real, synthetic):
+        ds = pydicom.dcmread(min(p for p in folder.iterdir() if p.is_file()), stop_before_pixels=True)
+        for value in (ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID, ds.get("PatientID")):
+            assert not value or str(value) not in log
+    assert "job " in log  # the log is not empty
     segs = {str(pydicom.dcmread(p).ReferencedSeriesSequence[0].SeriesInstanceUID): p for p in pacs.glob("SG*")}
     for folder in (real, synthetic):
         series_uid = str(
