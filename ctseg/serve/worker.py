@@ -74,6 +74,10 @@ class Worker(threading.Thread):
             self.metrics.running.inc()
             try:
                 self._run_job(job)
+            except Exception as exc:  # a bug in one case must not stop the worker; the job records it
+                log.exception("job %s: unexpected error", job.id)
+                self.queue.finish(job.id, ok=False, result={}, error=f"internal error {type(exc).__name__}: {exc}")
+                self.metrics.jobs.labels("failed").inc()
             finally:
                 self.metrics.running.dec()
 
@@ -136,7 +140,8 @@ class Sender(threading.Thread):
         try:
             seg = self.config.store / "results" / job.id / "seg.dcm"
             error = send_file(seg, destination, calling_ae=self.config.ae_title)
-        except OSError as exc:
+        except Exception as exc:  # network, file or protocol errors: this attempt failed, the send is retried
+            log.debug("job %s: send attempt raised", job.id, exc_info=True)
             error = f"{type(exc).__name__}: {exc}"
         if not error:
             self.queue.record_send(send, ok=True)

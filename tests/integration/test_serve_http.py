@@ -3,6 +3,7 @@ full queue and zip-slip refusals; metrics labels free of ids."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import io
 import json
@@ -15,6 +16,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+import torch
 
 from ctseg.io.images import write_image
 from ctseg.phantom import make_phantom
@@ -164,3 +166,22 @@ def test_not_dicom_or_nifti_is_refused(tmp_path: Path) -> None:
         assert response.status_code == 400 and "neither DICOM" in response.json()["detail"]
         unknown = client.post("/v1/jobs", files={"files": ("a.nii", b"x")}, data={"model": "nope"})
         assert unknown.status_code == 422 and "unknown model" in json.dumps(unknown.json())
+
+
+class _Broken(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("simulated fault in the network")
+
+
+def test_a_crashing_case_fails_its_job_and_the_worker_goes_on(tmp_path: Path) -> None:
+    ct, _ = make_phantom(Geometry((8, 24, 24), SPACING, (0.0, 0.0, 0.0)), seed=4)
+    path = tmp_path / "ct.nii.gz"
+    write_image(ct, path)
+    broken = dataclasses.replace(threshold_model(SPACING), network=_Broken())
+    models = {"stand_in": threshold_model(SPACING), "broken": broken}
+    with in_process(_config(tmp_path), models) as srv, srv.client() as client:
+        bad = client.post("/v1/jobs", files={"files": ("ct.nii.gz", path.read_bytes())}, data={"model": "broken"})
+        good = client.post("/v1/jobs", files={"files": ("ct.nii.gz", path.read_bytes())})
+        failed = _poll(client, bad.json()["id"])
+        assert failed["state"] == "failed" and "internal error RuntimeError: simulated fault" in failed["error"]
+        assert _poll(client, good.json()["id"])["state"] == "done"
