@@ -134,10 +134,16 @@ def create_app(service: Service) -> FastAPI:
 
     @app.get("/v1/models")
     def models() -> list[dict[str, Any]]:
-        """The loaded models: name, labels, patch size, weights' sha256."""
+        """The loaded models: name, labels, display colours, patch size, weights' sha256."""
         first = next(iter(service.models.values()))
         return [
-            {"name": n, "labels": m.labels, "patch_size": list(m.patch_size), "sha256": m.meta.get("sha256")}
+            {
+                "name": n,
+                "labels": m.labels,
+                "colors": {k: list(v) for k, v in m.colors.items()},
+                "patch_size": list(m.patch_size),
+                "sha256": m.meta.get("sha256"),
+            }
             for n, m in first.items()
         ]
 
