@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml napari_plugin/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,serve]'
 	$(BIN)/python -m pip install --quiet 'napari[pyqt6]' pytest-qt pytest-xvfb npe2 -e napari_plugin
 	touch $(STAMP)
 

@@ -99,3 +99,11 @@ class DicomSegError(CtsegError, ValueError):
 
 class NoDicomSourceError(CtsegError, ValueError):
     """A DICOM SEG was asked for a mask that has no DICOM source series."""
+
+
+class ServeError(CtsegError):
+    """A service that cannot start or a request it refuses (bad settings, full queue, low disk, failed send)."""
+
+
+class UploadError(CtsegError, ValueError):
+    """An uploaded file the service refuses: not DICOM or NIfTI, too large, or a zip entry outside its folder."""

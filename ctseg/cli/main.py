@@ -272,8 +272,9 @@ def _register() -> None:
     from ctseg.cli.evaluate_cmd import evaluate
     from ctseg.cli.inspect_cmd import inspect
     from ctseg.cli.predict_cmd import predict
+    from ctseg.cli.serve_cmd import serve
 
-    for command in (inspect, evaluate, predict):
+    for command in (inspect, evaluate, predict, serve):
         cli.add_command(command)
 
 

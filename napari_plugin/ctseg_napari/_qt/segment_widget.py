@@ -7,6 +7,7 @@ Cancel sets an event that the progress callback turns into :class:`~ctseg_napari
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ from qtpy.QtWidgets import (
 )
 
 from ctseg_napari._layers import layer_meta, volume_of_layer
+from ctseg_napari._remote import is_server_url, run_remote_segmentation
 from ctseg_napari._segment import SegmentationCancelled, SegmentationResult, result_layer, run_segmentation
 
 if TYPE_CHECKING:
@@ -50,9 +52,14 @@ def image_layers(viewer: napari.Viewer) -> list[Any]:
     return [layer for layer in viewer.layers if isinstance(layer, Image) and layer.ndim == 3 and not layer.rgb]
 
 
-def _segment_unless_cancelled(image: Any, model_dir: Path, **kwargs: Any) -> SegmentationResult | None:
-    """The worker's function: a result, or None when the user cancelled (a cancel is not an error to report)."""
+def _segment_unless_cancelled(image: Any, model_dir: Path | str, **kwargs: Any) -> SegmentationResult | None:
+    """The worker's function: a result, or None when the user cancelled (a cancel is not an error to report).
+    A ``str`` is a ``ctseg serve`` URL (token from ``CTSEG_SERVE_TOKEN``); the server's model does the work."""
     try:
+        if isinstance(model_dir, str):
+            kwargs.pop("device", None)
+            token = os.environ.get("CTSEG_SERVE_TOKEN")
+            return run_remote_segmentation(image, model_dir, token=token, **kwargs)
         return run_segmentation(image, model_dir, **kwargs)
     except SegmentationCancelled:
         return None
@@ -70,7 +77,7 @@ class SegmentWidget(QWidget):
         self._progress.changed.connect(self._on_progress)
 
         self.model_edit = QLineEdit()
-        self.model_edit.setPlaceholderText("model folder (model.pt + model.json)")
+        self.model_edit.setPlaceholderText("model folder (model.pt + model.json) or ctseg serve URL")
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
         model_row = QHBoxLayout()
@@ -152,7 +159,7 @@ class SegmentWidget(QWidget):
         self.worker = create_worker(
             _segment_unless_cancelled,
             volume,
-            Path(model_dir),
+            model_dir if is_server_url(model_dir) else Path(model_dir),
             device=self.device_combo.currentText(),
             progress=self._progress.changed.emit,
             cancel=self._cancel,
