@@ -91,7 +91,9 @@ def _implicit_vr(paths: list[Path]) -> None:
     for path in paths:
         ds = pydicom.dcmread(path)
         ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
-        ds.save_as(path, implicit_vr=True, little_endian=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # re-encoding converts the malformed values the case injected
+            ds.save_as(path, implicit_vr=True, little_endian=True)
 
 
 def _strip_preamble(paths: list[Path]) -> None:
