@@ -35,7 +35,10 @@ def cli(verbose: int) -> None:
     """
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    # pydicom logs recoverable header oddities of every file; they drown the user's own messages.
+    # pydicom logs recoverable header oddities of every file; they drown the user's own messages. Importing it sets
+    # its logger's level, so import it first: a later import would undo the level set here.
+    import pydicom  # noqa: F401
+
     logging.getLogger("pydicom").setLevel(logging.DEBUG if verbose >= 2 else logging.ERROR)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from warnings import catch_warnings, simplefilter
 
 import numpy as np
 
@@ -284,14 +285,17 @@ def plan_series(group: SeriesGroup, options: ReadOptions = ReadOptions()) -> Ser
         A :class:`CheckedSeries` (slices in slice order, output grid, ``warnings`` for what will be corrected) when
         every check passes, else a :class:`RejectedSeries` holding the :class:`~ctseg.errors.DicomSeriesError`.
     """
-    info = series_info(group)
     warnings: list[SeriesWarning] = []
     skipped: list[str] = []
     if group.uid_missing:
         warnings.append(
             (SeriesReason.MISSING_TAG, "SeriesInstanceUID missing; grouped by frame of reference, orientation, size")
         )
-    result = _checked(info, options, warnings, skipped)
+    with catch_warnings():
+        # pydicom warns as it converts a malformed value (e.g. "abc" in an IS); the checks name it in their error.
+        simplefilter("ignore")
+        info = series_info(group)
+        result = _checked(info, options, warnings, skipped)
     for note in skipped:
         log.info("%s: skipped %s", info.label, note)
     return result
