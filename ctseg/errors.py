@@ -93,3 +93,11 @@ class DicomSegError(CtsegError, ValueError):
 
 class NoDicomSourceError(CtsegError, ValueError):
     """A DICOM SEG was asked for a mask that has no DICOM source series."""
+
+
+class OutputPathError(CtsegError, ValueError):
+    """An output path that would modify an input or land outside the output folder the user named."""
+
+
+class CaseConflictError(CtsegError):
+    """An output case folder that holds the results of a different input, model, or something not made by ctseg."""
