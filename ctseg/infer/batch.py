@@ -111,7 +111,7 @@ def _expand_folder(path: Path, options: PredictOptions) -> list[CaseSpec]:
     if len(found) == 1 and not options.all_series:
         return [CaseSpec(_case_name(path), path)]
     return [
-        CaseSpec(safe_case_name(c.label.replace("/", "_") or path.name), c.folder, c.series_uid, c.reason)
+        CaseSpec(safe_case_name(c.label.replace("/", "_")), c.folder, c.series_uid, c.reason)
         for c in found
     ]
 

@@ -29,7 +29,7 @@ from ctseg.errors import CaseConflictError, CtsegError
 from ctseg.infer.model import LoadedModel
 from ctseg.infer.pipeline import segment
 from ctseg.infer.preview import write_preview
-from ctseg.infer.qa import check_ct_input
+from ctseg.infer.qa import check_ct_input, check_work_size
 from ctseg.infer.stats import structure_stats
 from ctseg.io import is_image_file, read_input
 from ctseg.io.atomic import write_text_atomic
@@ -268,6 +268,7 @@ def _segment_and_commit(
         result.warnings.extend(f"{r.value}: {m}" for r, m in image.warnings)
     if options.qa:
         result.warnings.extend(check_ct_input(volume))
+    check_work_size(volume, model.preprocess.target_spacing_mm)
     t1 = time.perf_counter()
     cfg = model.infer
     if options.tta is not None or options.overlap is not None:

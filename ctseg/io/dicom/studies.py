@@ -32,8 +32,8 @@ class StudyCase:
     series_uid
         The series to read; ``None`` when the study has no usable series (reading it then says why).
     label
-        Path-like label relative to the root (``""`` for the root itself), with ``#<hash>`` parts that tell apart
-        studies or series sharing one folder.
+        Path-like label: the study folder relative to the root (the root's name for the root itself), plus a short
+        hash of the UID for studies sharing one folder and ``s<SeriesNumber>`` (or a UID hash) per series.
     study_key
         StudyInstanceUID, or ``folder:<path>`` when the files carry none.
     reason
@@ -63,7 +63,7 @@ def _common_folder(plans: Sequence[SeriesCheck], root: Path) -> Path:
 
 
 def _label(folder: Path, root: Path) -> str:
-    return "" if folder == root else folder.relative_to(root).as_posix()
+    return root.name if folder == root else folder.relative_to(root).as_posix()
 
 
 def find_dicom_cases(root: Path, *, options: ReadOptions = ReadOptions(), all_series: bool = False) -> list[StudyCase]:
@@ -94,7 +94,7 @@ def find_dicom_cases(root: Path, *, options: ReadOptions = ReadOptions(), all_se
     found = discover(root)
     plans = [plan_series(g, options) for g in found.groups]
     if not plans:
-        return [StudyCase(root, None, "", "", "no DICOM series found")]
+        return [StudyCase(root, None, root.name, "", "no DICOM series found")]
     studies: dict[str, list[SeriesCheck]] = {}
     for plan in plans:
         studies.setdefault(_study_key(plan, base), []).append(plan)
@@ -105,7 +105,7 @@ def find_dicom_cases(root: Path, *, options: ReadOptions = ReadOptions(), all_se
         folder = folders[key]
         label = _label(folder, base)
         if folder in shared:
-            label = f"{label}/#{short_hash(key)}" if label else f"#{short_hash(key)}"
+            label = f"{label}/{short_hash(key)}"
         if all_series:
             cases.extend(_series_cases(group, folder, label, key, options))
             continue
@@ -128,6 +128,6 @@ def _series_cases(
     out = []
     for plan, number in zip(usable, numbers, strict=True):
         unique = number.isdigit() and numbers.count(number) == 1
-        part = f"s{number}" if unique else f"#{short_hash(plan.series_uid)}"
-        out.append(StudyCase(folder, plan.series_uid, f"{label}/{part}" if label else part, key, "--all-series"))
+        part = f"s{number}" if unique else short_hash(plan.series_uid)
+        out.append(StudyCase(folder, plan.series_uid, f"{label}/{part}", key, "--all-series"))
     return out
