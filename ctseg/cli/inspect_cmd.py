@@ -133,9 +133,7 @@ def _echo_cases(path: Path, as_json: bool, all_series: bool, series_uid: str | N
     from ctseg.io.paths import printable
 
     cases = expand_inputs([path], PredictOptions(series_uid=series_uid, read=options, all_series=all_series))
-    rows = [
-        {"case": c.name, "input": printable(c.path), "series_uid": c.series_uid, "reason": c.reason} for c in cases
-    ]
+    rows = [{"case": c.name, "input": printable(c.path), "series_uid": c.series_uid, "reason": c.reason} for c in cases]
     if as_json:
         click.echo(json.dumps({"path": printable(path), "cases": rows}, indent=2))
         return

@@ -110,10 +110,7 @@ def _expand_folder(path: Path, options: PredictOptions) -> list[CaseSpec]:
     found = find_dicom_cases(path, options=options.read, all_series=options.all_series)
     if len(found) == 1 and not options.all_series:
         return [CaseSpec(_case_name(path), path)]
-    return [
-        CaseSpec(safe_case_name(c.label.replace("/", "_")), c.folder, c.series_uid, c.reason)
-        for c in found
-    ]
+    return [CaseSpec(safe_case_name(c.label.replace("/", "_")), c.folder, c.series_uid, c.reason) for c in found]
 
 
 def expand_inputs(inputs: Sequence[Path], options: PredictOptions = PredictOptions()) -> list[CaseSpec]:
@@ -201,7 +198,10 @@ def check_out_dir(out_dir: Path, inputs: Sequence[Path]) -> None:
 
 def _cleanup_leftovers(out_dir: Path, cases: Sequence[CaseSpec]) -> None:
     for spec in cases:
-        recover_case(out_dir, spec.name)
+        try:
+            recover_case(out_dir, spec.name)
+        except OutputPathError:
+            continue  # a case name that leads out of --out: that case fails when it runs
     for leftover in out_dir.glob(".manifest*.partial-*"):
         leftover.unlink(missing_ok=True)
 
@@ -257,7 +257,9 @@ def predict_batch(
                     break
         finally:
             done = {r.case for r in results}
-            manifest.update([CaseResult(s.name, printable(s.path), "not_run").row() for s in cases if s.name not in done])
+            manifest.update(
+                [CaseResult(s.name, printable(s.path), "not_run").row() for s in cases if s.name not in done]
+            )
     if stop:
         raise BatchInterrupted(stop[0], results)
     if world > 1:

@@ -68,16 +68,24 @@ MAX_WORK_VOXELS = 1_000_000_000
 
 
 def check_work_size(volume: Volume, spacing_mm: tuple[float, float, float]) -> None:
-    """Refuse a volume whose grid, resampled to ``spacing_mm``, would exceed :data:`MAX_WORK_VOXELS`.
+    """Refuse a volume whose grid, resampled to ``spacing_mm``, exceeds :data:`MAX_WORK_VOXELS` or is under a voxel.
 
     Raises
     ------
     InputQAError
-        Naming the input's spacing and extent: a header spacing of e.g. 500 mm would otherwise ask for terabytes.
+        Naming the input's spacing and extent: a header spacing of e.g. 500 mm would otherwise ask for terabytes,
+        one of 0.01 mm shrinks the whole volume below one voxel of the model.
     """
     g = volume.geometry
     extent_mm = [n * s for n, s in zip(g.shape, g.spacing_mm, strict=True)]
-    voxels = float(np.prod([max(1.0, e / t) for e, t in zip(extent_mm, spacing_mm, strict=True)]))
+    sizes = [e / t for e, t in zip(extent_mm, spacing_mm, strict=True)]
+    if min(sizes) < 1.0:
+        raise InputQAError(
+            f"voxel spacing {tuple(round(s, 4) for s in g.spacing_mm)} mm makes the {g.shape} grid "
+            f"{tuple(round(e, 3) for e in extent_mm)} mm long, less than one voxel at the model's spacing "
+            f"{tuple(spacing_mm)} mm; check the spacing in the file's header"
+        )
+    voxels = float(np.prod(sizes))
     if voxels > MAX_WORK_VOXELS:
         raise InputQAError(
             f"voxel spacing {tuple(round(s, 4) for s in g.spacing_mm)} mm makes the {g.shape} grid "

@@ -77,6 +77,8 @@ def test_work_size_limit() -> None:
     v = make_volume(shape=(8, 20, 20), spacing=(500.0, 500.0, 500.0))
     with pytest.raises(InputQAError, match="check the spacing in the file's header"):
         check_work_size(v, (1.5, 1.5, 1.5))
+    with pytest.raises(InputQAError, match="less than one voxel"):
+        check_work_size(make_volume(shape=(8, 20, 20), spacing=(0.01, 0.01, 0.01)), (1.5, 1.5, 1.5))
     check_work_size(make_volume(shape=(8, 20, 20)), (1.5, 1.5, 1.5))
 
 
