@@ -575,7 +575,9 @@ def test_batch_of_20_with_6_bad(tmp_path: Path, models: tuple[Path, Path]) -> No
 # ---- SIGINT / SIGTERM: the current case finishes, the manifest is written ---------------------------------------
 def _env() -> dict[str, str]:
     root = str(Path(__file__).resolve().parents[2])
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    # One thread, as in-process (see one_thread): tiny models on a busy machine are slower with a thread pool.
+    path = os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -608,22 +610,37 @@ def test_signal_finishes_the_case_and_writes_the_manifest(
 
 # ---- kill -9 while --overwrite replaces cases: every case wholly old or wholly new ------------------------------
 KILLER = """
-import os, signal, sys
-from pathlib import Path
+import json, os, signal, sys
 
-point, count = int(sys.argv[1]), [0]
+import torch  # imported once here, before any thread pool exists, then shared by every fork
+import ctseg.infer.batch  # noqa: F401
 
-def after(real):
-    def call(*args, **kwargs):
-        real(*args, **kwargs)
-        count[0] += 1
-        if count[0] == point:
-            os.kill(os.getpid(), signal.SIGKILL)
-    return call
-
-os.replace, os.rename = after(os.replace), after(os.rename)
+torch.set_num_threads(1)
 from ctseg.cli.main import cli
-cli(sys.argv[2:])
+
+warm_up, jobs = json.loads(sys.argv[1])
+cli(warm_up, standalone_mode=False)  # the libraries' first-use set-up (highdicom, matplotlib) once, not per fork
+codes = []
+for point, args in jobs:
+    pid = os.fork()
+    if pid == 0:
+        count = [0]
+
+        def after(real):
+            def call(*a, **k):
+                real(*a, **k)
+                count[0] += 1
+                if count[0] == point:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            return call
+
+        os.replace, os.rename = after(os.replace), after(os.rename)
+        try:
+            cli(args)
+        finally:
+            os._exit(3)
+    codes.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+print(json.dumps(codes))
 """
 
 
@@ -655,14 +672,23 @@ def test_kill_during_overwrite_leaves_every_case_old_or_new(tmp_path: Path, mode
     assert run(predict(tmp_path, tmp_path / "in" / "cohort", out=reference), (models[1], models[1])).exit_code == 0
     base = tmp_path / "out"
     # Renames of one case: mask, seg, stats, preview, case.json (atomic writes), the two of the swap, the manifest.
-    for point in range(1, 9):
+    points = range(1, 9)
+    jobs = []
+    for point in points:
+        shutil.copytree(base, tmp_path / f"out{point}", symlinks=True)
+        jobs.append([point, [str(tmp_path / f"out{point}") if a == str(base) else a for a in new_args]])
+    shutil.copytree(base, tmp_path / "warm_up", symlinks=True)
+    warm_up = [str(tmp_path / "warm_up") if a == str(base) else a for a in new_args]
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLER, json.dumps([warm_up, jobs])],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0 and json.loads(proc.stdout.splitlines()[-1]) == [-signal.SIGKILL] * len(jobs), proc
+    for point, args in jobs:
         out = tmp_path / f"out{point}"
-        shutil.copytree(base, out, symlinks=True)
-        args = [str(out) if a == str(base) else a for a in new_args]
-        proc = subprocess.run(
-            [sys.executable, "-c", KILLER, str(point), *args], env=_env(), capture_output=True, text=True, timeout=300
-        )
-        assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
         for case in ("s0", "s1"):
             folder = out / case
             if not folder.exists():  # killed between the two renames: the old folder waits beside it
