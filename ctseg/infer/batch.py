@@ -147,7 +147,7 @@ class _Manifest:
         self.rows: dict[str, dict[str, str]] = {}
         if path.is_file():
             with open(path, newline="") as fp:
-                self.rows = {r["case"]: r for r in csv.DictReader(fp)}
+                self.rows = {r["case"]: r for r in csv.DictReader(fp) if r.get("case")}
 
     def update(self, rows: Sequence[dict[str, str]]) -> None:
         for r in rows:

@@ -280,7 +280,7 @@ def _segment_and_commit(
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        seg = _write_outputs(partial, spec.name, volume, labels, image, model, options, result)
+        seg = _write_outputs(partial, _Segmented(volume, labels, image), model, options.formats, result)
         result.seconds.update({"read": t1 - t0, "infer": t2 - t1, "write": time.perf_counter() - t2})
         record = {
             "status": "ok",
@@ -299,22 +299,25 @@ def _segment_and_commit(
         shutil.rmtree(partial, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class _Segmented:
+    """A read input and its label map: the HU volume, the labels on its grid, the DICOM source (if any)."""
+
+    volume: Volume
+    labels: Volume
+    image: DicomImage | None
+
+
 def _write_outputs(
-    folder: Path,
-    name: str,
-    volume: Volume,
-    labels: Volume,
-    image: DicomImage | None,
-    model: LoadedModel,
-    options: PredictOptions,
-    result: CaseResult,
+    folder: Path, done: _Segmented, model: LoadedModel, formats: tuple[str, ...], result: CaseResult
 ) -> dict[str, Any] | None:
     """Write the case's files into ``folder``; return the DICOM SEG record (written, or skipped and why)."""
+    volume, labels, image = done.volume, done.labels, done.image
     seg: dict[str, Any] | None = None
-    if "nifti" in options.formats:
+    if "nifti" in formats:
         write_image(labels, folder / "mask.nii.gz")
         result.outputs.append("mask.nii.gz")
-    if "dicom-seg" in options.formats and image is not None:
+    if "dicom-seg" in formats and image is not None:
         from ctseg.io.dicom_seg import write_dicom_seg
 
         try:
@@ -326,6 +329,6 @@ def _write_outputs(
             seg = {"written": False, "reason": str(exc)}
     stats = structure_stats(labels, volume, {k: v for k, v in model.labels.items() if k})
     write_text_atomic(folder / "stats.json", json.dumps(stats, indent=2))
-    write_preview(volume, labels, model.colors, folder / "preview.png", title=name)
+    write_preview(volume, labels, model.colors, folder / "preview.png", title=result.case)
     result.outputs += ["stats.json", "preview.png"]
     return seg

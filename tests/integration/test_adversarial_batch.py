@@ -439,7 +439,7 @@ def two_series_one_study(ws: Path, models: tuple[Path, Path]) -> Scenario:
     def check(out: Path, res: Result) -> None:
         series = case_json(out, "st")["series"]
         assert isinstance(series, dict) and series["uid"] == thin and series["number"] == "2"
-        assert "most slices (8)" in series["reason"]
+        assert "most slices (6)" in series["reason"]
 
     return Scenario(predict(ws, folder), 0, {"st": "ok"}, check=check)
 

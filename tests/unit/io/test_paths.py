@@ -73,6 +73,18 @@ def test_refuse_output_over_inputs(tmp_path: Path) -> None:
         refuse_output_over_inputs(tmp_path, [study])
 
 
+def test_out_dir_checks(tmp_path: Path) -> None:
+    from ctseg.infer.batch import check_out_dir
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "file.txt").write_text("x")
+    check_out_dir(tmp_path / "out", [tmp_path / "in"])
+    with pytest.raises(OutputPathError, match="is an existing file; --out names a folder"):
+        check_out_dir(tmp_path / "file.txt", [tmp_path / "in"])
+    with pytest.raises(OutputPathError, match="inputs are never modified"):
+        check_out_dir(tmp_path / "in", [tmp_path / "in"])
+
+
 def test_work_size_limit() -> None:
     v = make_volume(shape=(8, 20, 20), spacing=(500.0, 500.0, 500.0))
     with pytest.raises(InputQAError, match="check the spacing in the file's header"):
