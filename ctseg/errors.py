@@ -107,3 +107,11 @@ class ServeError(CtsegError):
 
 class UploadError(CtsegError, ValueError):
     """An uploaded file the service refuses: not DICOM or NIfTI, too large, or a zip entry outside its folder."""
+
+
+class OutputPathError(CtsegError, ValueError):
+    """An output path that would modify an input or land outside the output folder the user named."""
+
+
+class CaseConflictError(CtsegError):
+    """An output case folder that holds the results of a different input, model, or something not made by ctseg."""

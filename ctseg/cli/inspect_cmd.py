@@ -14,7 +14,7 @@ import click
 from ctseg.cli.options import dicom_options, read_options, user_errors
 
 if TYPE_CHECKING:
-    from ctseg.io.dicom import DicomInspection
+    from ctseg.io.dicom import DicomInspection, ReadOptions
     from ctseg.io.dicom.ranking import Candidate
 
 
@@ -121,11 +121,15 @@ def inspection_text(path: Path, found: DicomInspection, report: dict[str, Any]) 
 @click.command()
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--cases", "show_cases", is_flag=True, help="List the cases `ctseg predict PATH` would make instead.")
+@click.option("--all-series", is_flag=True, help="With --cases: as `ctseg predict --all-series` (one case per series).")
 @dicom_options
 @user_errors
 def inspect(
     path: Path,
     as_json: bool,
+    show_cases: bool,
+    all_series: bool,
     series_uid: str | None,
     prefer_kernel: str | None,
     thickness_band: str | None,
@@ -148,6 +152,7 @@ def inspect(
       ctseg inspect /data/study1 --json > series.json
       ctseg inspect /data/study1 --prefer-kernel bone
       ctseg inspect /data/study1 --series "*venous*"
+      ctseg inspect /data/cohort --cases     # one case per study: names, folders, series
     """
     from ctseg.io.dicom import inspect_dicom
 
@@ -159,6 +164,9 @@ def inspect(
         prefer_kernel=prefer_kernel,
         thickness_band=thickness_band,
     )
+    if show_cases:
+        _echo_cases(path, as_json, all_series, series_uid, options)
+        return
     found = inspect_dicom(path, options=options, series_uid=series_uid)
     report = inspection_report(path, found)
     if as_json:
@@ -166,3 +174,19 @@ def inspect(
         return
     for line in inspection_text(path, found, report):
         click.echo(line)
+
+
+def _echo_cases(path: Path, as_json: bool, all_series: bool, series_uid: str | None, options: ReadOptions) -> None:
+    """Print the cases ``ctseg predict PATH`` makes (same expansion and names), as text or JSON."""
+    from ctseg.infer.batch import PredictOptions, expand_inputs
+    from ctseg.io.paths import printable
+
+    cases = expand_inputs([path], PredictOptions(series_uid=series_uid, read=options, all_series=all_series))
+    rows = [{"case": c.name, "input": printable(c.path), "series_uid": c.series_uid, "reason": c.reason} for c in cases]
+    if as_json:
+        click.echo(json.dumps({"path": printable(path), "cases": rows}, indent=2))
+        return
+    click.echo(f"{printable(path)}: {len(rows)} case(s)")
+    for row in rows:
+        series = f"  [series {row['series_uid']}]" if row["series_uid"] else ""
+        click.echo(f"  {row['case']} <- {row['input']}{series}")

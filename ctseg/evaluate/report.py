@@ -18,12 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ctseg.errors import EvaluationError
+from ctseg.errors import EvaluationError, OutputPathError
 from ctseg.evaluate.cases import match_cases
 from ctseg.evaluate.metrics import MM3_PER_ML, ClassMetrics, as_label_map, evaluate_case
 from ctseg.evaluate.summary import ClassSummary, MetricRow, summarize
 from ctseg.evaluate.tables import rows_csv, summary_csv
 from ctseg.io.atomic import write_text_atomic
+from ctseg.io.paths import refuse_output_over_inputs
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,14 @@ def _reference_volumes(ref_path: Path, labels: dict[int, str] | None) -> tuple[d
     return {c: float(counts[c]) * voxel_ml if c < len(counts) else 0.0 for c in classes}, present
 
 
+def _check_out(out: Path, pred: Path, ref: Path) -> None:
+    """Refuse CSV outputs that would overwrite an input (inputs are never modified)."""
+    if out.is_dir():
+        raise OutputPathError(f"--out {out} is a folder; --out names the CSV file to write, e.g. metrics.csv")
+    for target in (out, out.with_name(f"{out.stem}_summary{out.suffix}")):
+        refuse_output_over_inputs(target, [pred, ref])
+
+
 def evaluate_folders(
     pred: Path,
     ref: Path,
@@ -89,8 +98,12 @@ def evaluate_folders(
     ------
     EvaluationError
         If no prediction matches any reference, or for files that are not label maps.
+    OutputPathError
+        If ``out`` (or its summary file) is or lies inside ``pred`` or ``ref``, or is a folder; checked first.
     """
     pred, ref = Path(pred), Path(ref)
+    if out is not None:
+        _check_out(Path(out), pred, ref)
     preds, refs = match_cases(pred, ref)
     matched = sorted(set(preds) & set(refs))
     missing = sorted(set(refs) - set(preds))

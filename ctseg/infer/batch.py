@@ -1,39 +1,53 @@
 """``ctseg predict`` over many cases: the model loaded once, failures isolated, finished cases skipped on rerun.
 
-Per case, ``OUT/<case>/`` receives ``mask.nii.gz``, ``seg.dcm`` (DICOM input), ``stats.json`` and ``preview.png``,
-each written atomically, and last ``case.json`` listing them: a case is finished when ``case.json`` says ``ok`` and
-every file it lists exists. ``OUT/manifest.csv`` has one row per case (input, series UID, status, error, seconds
-per phase, outputs). Under torchrun (or ``--shard i/n``) each process takes every n-th case and rank 0 merges the
-per-shard manifests into ``manifest.csv``.
+Cases: a ``.txt`` lists inputs (one case per line); a folder of image files gives one case per file; a DICOM folder
+gives one case per study found in it (:mod:`ctseg.io.dicom.studies`), or one per usable CT series with
+``all_series``. Case names come from the resolved paths, made safe and unique (:mod:`ctseg.io.paths`).
+
+Each case runs through :func:`ctseg.infer.case.run_case`, which commits ``OUT/<case>/`` as a whole.
+``OUT/manifest.csv`` has one row per case (input, series UID, status, error, seconds per phase, outputs) and is
+rewritten after every case. SIGINT/SIGTERM finish the current case, write the manifest and stop
+(:class:`BatchInterrupted`); a second signal stops at once. Under torchrun (or ``--shard i/n``) each process takes
+every n-th case and the manifest is merged from per-shard parts.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
-import time
-from dataclasses import dataclass, field
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
+from types import FrameType
 
 from ctseg.device import resolve_device
 from ctseg.distributed import DistInfo, barrier, dist_info_from_env, init_distributed, shutdown
-from ctseg.errors import CtsegError
+from ctseg.errors import OutputPathError
+from ctseg.infer.case import FORMATS, CaseResult, CaseSpec, PredictOptions, recover_case, run_case
 from ctseg.infer.model import LoadedModel, load_model
-from ctseg.infer.pipeline import segment
-from ctseg.infer.preview import write_preview
-from ctseg.infer.qa import check_ct_input
-from ctseg.infer.stats import structure_stats
-from ctseg.io import is_image_file, read_input
+from ctseg.io import is_image_file
 from ctseg.io.atomic import full_suffix, write_text_atomic
-from ctseg.io.dicom import DicomImage, ReadOptions
-from ctseg.io.images import IMAGE_SUFFIXES, write_image
-from ctseg.volume import Volume
+from ctseg.io.images import IMAGE_SUFFIXES
+from ctseg.io.paths import printable, refuse_output_over_inputs, safe_case_name, unique_names
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("nifti", "dicom-seg")
+__all__ = [
+    "FORMATS",
+    "BatchInterrupted",
+    "CaseResult",
+    "CaseSpec",
+    "PredictOptions",
+    "expand_inputs",
+    "predict_batch",
+    "predict_case",
+]
+
 MANIFEST_FIELDS = [
     "case",
     "input",
@@ -47,231 +61,228 @@ MANIFEST_FIELDS = [
     "total_s",
     "outputs",
 ]
+#: Statuses that say nothing new about a case: they never replace the row of the run that made it.
+_NO_NEWS = ("skipped", "not_run")
 
 
-@dataclass(frozen=True)
-class PredictOptions:
-    """Switches of ``ctseg predict``.
+class BatchInterrupted(BaseException):
+    """A batch stopped by SIGINT/SIGTERM after writing its manifest; ``exit_code`` is 128 + the signal number."""
 
-    ``series_uid`` and ``read`` apply to DICOM input as in ``ctseg convert``: the series to read (a case without
-    it fails with ``SERIES_NOT_FOUND``) and the read options (gaps, tilt correction, non-CT, padding).
-    """
+    def __init__(self, signum: int, results: list[CaseResult]) -> None:
+        super().__init__(f"stopped by signal {signum}")
+        self.signum = signum
+        self.results = results
 
-    series_uid: str | None = None
-    read: ReadOptions = ReadOptions()
-    formats: tuple[str, ...] = FORMATS
-    device: str = "auto"
-    overwrite: bool = False
-    qa: bool = True
-    shard: tuple[int, int] = (0, 1)
-    subfolders_as_cases: bool = False
-    tta: bool | None = None
-    overlap: float | None = None
-    progress: bool = True
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention: 130 for SIGINT, 143 for SIGTERM."""
+        return 128 + self.signum
 
 
-@dataclass
-class CaseResult:
-    """One manifest row."""
-
-    case: str
-    input: str
-    status: str = "ok"
-    series_uid: str = ""
-    error: str = ""
-    warnings: list[str] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=dict)
-    outputs: list[str] = field(default_factory=list)
-
-    def row(self) -> dict[str, str]:
-        """The CSV row."""
-        return {
-            "case": self.case,
-            "input": self.input,
-            "series_uid": self.series_uid,
-            "status": self.status,
-            "error": self.error,
-            "warnings": " | ".join(self.warnings),
-            **{f"{k}_s": f"{self.seconds.get(k, 0.0):.2f}" for k in ("read", "infer", "write", "total")},
-            "outputs": ";".join(self.outputs),
-        }
+def _case_name(path: Path) -> str:
+    suffix = full_suffix(path) if path.is_file() and full_suffix(path) in IMAGE_SUFFIXES else ""
+    name = path.name[: len(path.name) - len(suffix)] if suffix else path.name
+    return safe_case_name(name.removesuffix("_0000"))
 
 
-def expand_inputs(inputs: list[Path], *, subfolders_as_cases: bool = False) -> list[tuple[str, Path]]:
-    """``(case name, path)`` pairs: a ``.txt`` lists paths (one per line, ``#`` comments); a folder of image files
-    gives one case per file; any other folder is one DICOM case (or one per subfolder with ``subfolders_as_cases``).
-    Names are the file/folder names without extension, made unique with a numeric suffix."""
-    paths: list[Path] = []
-    for p in inputs:
-        p = Path(p)
-        if p.is_file() and p.suffix.lower() == ".txt":
-            for line in p.read_text().splitlines():
-                line = line.strip()
-                if line and not line.startswith("#"):
-                    q = Path(line)
-                    paths.append(q if q.is_absolute() else (p.parent / q))
-        elif p.is_dir() and subfolders_as_cases:
-            paths.extend(sorted(d for d in p.iterdir() if d.is_dir() and not d.name.startswith(".")))
-        elif p.is_dir() and any(is_image_file(f) for f in p.iterdir()):
-            paths.extend(sorted(f for f in p.iterdir() if is_image_file(f)))
-        else:
-            paths.append(p)
-    out: list[tuple[str, Path]] = []
-    seen: dict[str, int] = {}
-    for p in paths:
-        suffix = full_suffix(p) if p.is_file() and full_suffix(p) in IMAGE_SUFFIXES else ""
-        name = p.name[: len(p.name) - len(suffix)] if suffix else p.name
-        name = name.removesuffix("_0000") or "case"
-        seen[name] = seen.get(name, 0) + 1
-        out.append((name if seen[name] == 1 else f"{name}_{seen[name]}", p))
+def _listed(listing: Path) -> list[Path]:
+    """The paths of a ``.txt`` listing (one per line, ``#`` comments, relative to the listing's folder)."""
+    out = []
+    for line in listing.read_text(errors="surrogateescape").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            q = Path(line)
+            out.append((q if q.is_absolute() else listing.parent / q).resolve())
     return out
 
 
-def is_complete(case_dir: Path) -> bool:
-    """Whether a case finished: ``case.json`` says ok and lists only existing files."""
-    marker = case_dir / "case.json"
-    if not marker.is_file():
-        return False
-    try:
-        record = json.loads(marker.read_text())
-    except json.JSONDecodeError:
-        return False
-    return record.get("status") == "ok" and all((case_dir / name).is_file() for name in record.get("outputs", []))
+def _expand_folder(path: Path, options: PredictOptions) -> list[CaseSpec]:
+    """A folder (or DICOM file) given on the command line: its image files, subfolders or DICOM studies."""
+    from ctseg.io.dicom.studies import find_dicom_cases
+
+    if path.is_dir() and options.subfolders_as_cases:
+        folders = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
+        return [CaseSpec(_case_name(d), d) for d in folders]
+    if path.is_dir() and any(is_image_file(f) for f in path.iterdir()):
+        return [CaseSpec(_case_name(f), f) for f in sorted(path.iterdir()) if is_image_file(f)]
+    if options.series_uid is not None:
+        return [CaseSpec(_case_name(path), path)]
+    found = find_dicom_cases(path, options=options.read, all_series=options.all_series)
+    if len(found) == 1 and not options.all_series:
+        return [CaseSpec(_case_name(path), path)]
+    return [CaseSpec(safe_case_name(c.label.replace("/", "_")), c.folder, c.series_uid, c.reason) for c in found]
 
 
-def _read_input(path: Path, options: PredictOptions) -> tuple[Volume, DicomImage | None]:
-    """The HU volume and, for DICOM input, the :class:`DicomImage` (its plan is what the DICOM SEG references)."""
-    if not path.exists():
-        raise CtsegError(f"input {path} does not exist")
-    return read_input(path, series_uid=options.series_uid, options=options.read)
+def expand_inputs(inputs: Sequence[Path], options: PredictOptions = PredictOptions()) -> list[CaseSpec]:
+    """The cases of ``inputs``, with safe names unique within the batch (``_2``, ``_3`` suffixes).
+
+    A ``.txt`` lists inputs, one case each; a folder of image files gives one case per file; with
+    ``subfolders_as_cases`` each subfolder is one case; any other folder (or DICOM file) gives one case per study,
+    or one per usable CT series with ``all_series``. Names come from the resolved paths (or the study's folder
+    relative to the input), never from header values.
+    """
+    specs: list[CaseSpec] = []
+    for raw in inputs:
+        path = Path(raw).resolve()
+        if path.is_file() and path.suffix.lower() == ".txt":
+            specs.extend(CaseSpec(_case_name(p), p) for p in _listed(path))
+        elif path.is_file() and is_image_file(path):
+            specs.append(CaseSpec(_case_name(path), path))
+        else:
+            specs.extend(_expand_folder(path, options))
+    names = unique_names([s.name for s in specs])
+    return [replace(s, name=n) for s, n in zip(specs, names, strict=True)]
 
 
 def predict_case(name: str, path: Path, model: LoadedModel, out_dir: Path, options: PredictOptions) -> CaseResult:
-    """Segment one case and write its outputs; a user-level failure is recorded, never raised."""
-    result = CaseResult(name, str(path))
-    case_dir = out_dir / name
-    t0 = time.perf_counter()
+    """Segment one input as case ``name`` (see :func:`~ctseg.infer.case.run_case`); failures are recorded."""
+    return run_case(CaseSpec(safe_case_name(name), Path(path)), model, out_dir, options)
+
+
+class _Manifest:
+    """``manifest.csv`` (or a shard's part): earlier rows kept, rewritten atomically on every update."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows: dict[str, dict[str, str]] = {}
+        if path.is_file():
+            with open(path, newline="") as fp:
+                self.rows = {r["case"]: r for r in csv.DictReader(fp) if r.get("case")}
+
+    def update(self, rows: Sequence[dict[str, str]]) -> None:
+        for r in rows:
+            if r["status"] not in _NO_NEWS or r["case"] not in self.rows:
+                self.rows[r["case"]] = r
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=MANIFEST_FIELDS)
+        writer.writeheader()
+        for case in sorted(self.rows):
+            writer.writerow({k: printable(self.rows[case].get(k, "")) for k in MANIFEST_FIELDS})
+        write_text_atomic(self.path, buffer.getvalue())
+
+
+@contextmanager
+def _stop_on_signal() -> Iterator[list[int]]:
+    """Yield a list that receives the number of the first SIGINT/SIGTERM; a second one raises at once."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if received:
+            raise KeyboardInterrupt
+        received.append(signum)
+        print("ctseg: stopping after the current case (signal again to stop now)", file=sys.stderr)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        volume, image = _read_input(path, options)
-        result.series_uid = image.series_uid if image is not None else ""
-        if image is not None:
-            result.warnings.extend(f"{r.value}: {m}" for r, m in image.warnings)
-        if options.qa:
-            result.warnings.extend(check_ct_input(volume))
-        t1 = time.perf_counter()
-        cfg = model.infer
-        if options.tta is not None or options.overlap is not None:
-            from dataclasses import replace
-
-            cfg = replace(
-                cfg,
-                tta=cfg.tta if options.tta is None else options.tta,
-                overlap=cfg.overlap if options.overlap is None else options.overlap,
-            )
-        labels = segment(volume, model, config=cfg, device=options.device)
-        t2 = time.perf_counter()
-        case_dir.mkdir(parents=True, exist_ok=True)
-        if "nifti" in options.formats:
-            write_image(labels, case_dir / "mask.nii.gz")
-            result.outputs.append("mask.nii.gz")
-        if "dicom-seg" in options.formats and image is not None:
-            from ctseg.io.dicom_seg import write_dicom_seg
-
-            try:
-                write_dicom_seg(labels, image, case_dir / "seg.dcm", names=model.labels, colors=model.colors)
-                result.outputs.append("seg.dcm")
-            except CtsegError as exc:  # e.g. a tilt-corrected grid has no source slices to reference
-                result.warnings.append(f"no DICOM SEG: {exc}")
-        stats = structure_stats(labels, volume, {k: v for k, v in model.labels.items() if k})
-        stats["kernel_class"] = image.kernel_class if image is not None else None
-        write_text_atomic(case_dir / "stats.json", json.dumps(stats, indent=2))
-        write_preview(volume, labels, model.colors, case_dir / "preview.png", title=name)
-        result.outputs += ["stats.json", "preview.png"]
-        t3 = time.perf_counter()
-        result.seconds = {"read": t1 - t0, "infer": t2 - t1, "write": t3 - t2, "total": t3 - t0}
-        record = {
-            "status": "ok",
-            "input": str(path),
-            "series_uid": result.series_uid,
-            "outputs": result.outputs,
-            "warnings": result.warnings,
-            "seconds": result.seconds,
-            "model": model.meta.get("sha256"),
-        }
-        write_text_atomic(case_dir / "case.json", json.dumps(record, indent=2))
-    except (CtsegError, OSError, MemoryError) as exc:
-        result.status, result.error = "failed", f"{type(exc).__name__}: {exc}"
-        result.seconds = {"total": time.perf_counter() - t0}
-        log.warning("case %s failed: %s", name, result.error)
-    return result
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
-def _merge_manifest(path: Path, rows: list[dict[str, str]]) -> None:
-    """Update the manifest with ``rows``; a ``skipped`` row never replaces the row of the run that made the case."""
-    previous: dict[str, dict[str, str]] = {}
-    if path.is_file():
-        with open(path, newline="") as fp:
-            previous = {r["case"]: r for r in csv.DictReader(fp)}
-    for r in rows:
-        if r["status"] != "skipped" or r["case"] not in previous:
-            previous[r["case"]] = r
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=MANIFEST_FIELDS)
-    writer.writeheader()
-    for case in sorted(previous):
-        writer.writerow({k: previous[case].get(k, "") for k in MANIFEST_FIELDS})
-    write_text_atomic(path, buffer.getvalue())
+def check_out_dir(out_dir: Path, inputs: Sequence[Path]) -> None:
+    """Refuse an ``--out`` that is an existing file, is or lies inside an input, or contains an input.
+
+    Raises
+    ------
+    OutputPathError
+        With the offending path.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputPathError(f"--out {out_dir} is an existing file; --out names a folder (new or existing)")
+    refuse_output_over_inputs(out_dir, inputs)
 
 
-def _rank_and_world(options: PredictOptions, info: DistInfo) -> tuple[int, int]:
-    return (info.rank, info.world_size) if info.enabled else options.shard
+def _cleanup_leftovers(out_dir: Path, cases: Sequence[CaseSpec]) -> None:
+    for spec in cases:
+        try:
+            recover_case(out_dir, spec.name)
+        except OutputPathError:
+            continue  # a case name that leads out of --out: that case fails when it runs
+    for leftover in out_dir.glob(".manifest*.partial-*"):
+        leftover.unlink(missing_ok=True)
 
 
-def predict_batch(inputs: list[Path], model_dir: Path, out_dir: Path, options: PredictOptions) -> list[CaseResult]:
-    """Run :func:`predict_case` over every case of ``inputs`` (this process's shard); write the manifest.
+def predict_batch(
+    inputs: list[Path],
+    model_dir: Path,
+    out_dir: Path,
+    options: PredictOptions,
+    *,
+    on_cases: Callable[[list[CaseSpec]], None] | None = None,
+) -> list[CaseResult]:
+    """Run every case of ``inputs`` (this process's shard) and keep ``OUT/manifest.csv`` up to date.
+
+    ``on_cases`` is called with the case list before any work starts (the CLI prints it).
 
     Returns
     -------
     list[CaseResult]
         One per case of this shard, ``status`` ``ok``, ``skipped`` (already complete) or ``failed``.
+
+    Raises
+    ------
+    OutputPathError
+        When ``out_dir`` is a file or overlaps an input.
+    BatchInterrupted
+        After SIGINT/SIGTERM: the current case finished, the manifest written (remaining cases ``not_run``).
     """
     from tqdm.auto import tqdm
 
     info = dist_info_from_env()
-    rank, world = _rank_and_world(options, info)
+    rank, world = (info.rank, info.world_size) if info.enabled else options.shard
+    check_out_dir(out_dir, inputs)
+    all_cases = expand_inputs(inputs, options)
+    refuse_output_over_inputs(out_dir, [c.path for c in all_cases])
+    cases = all_cases[rank::world]
+    if on_cases is not None:
+        on_cases(cases)
     device = resolve_device(options.device, local_rank=info.local_rank if info.enabled else None)
-    opts = PredictOptions(**{**options.__dict__, "device": str(device)})
-    cases = expand_inputs(inputs, subfolders_as_cases=options.subfolders_as_cases)[rank::world]
+    opts = replace(options, device=str(device))
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = load_model(model_dir)
-    results = []
-    for name, path in tqdm(cases, desc="predicting", unit="case", disable=not options.progress):
-        if not options.overwrite and is_complete(out_dir / name):
-            record = json.loads((out_dir / name / "case.json").read_text())
-            results.append(
-                CaseResult(name, str(path), "skipped", record.get("series_uid", ""), outputs=record.get("outputs", []))
-            )
-            continue
-        results.append(predict_case(name, path, model, out_dir, opts))
-    rows = [r.row() for r in results]
     if world == 1:
-        _merge_manifest(out_dir / "manifest.csv", rows)
-        return results
-    # Each shard keeps its own part; manifest.csv is the union of the parts present. Under torchrun rank 0 builds
-    # it after a barrier; with --shard (separate processes) every shard rebuilds it when it ends, so the last
-    # shard to finish leaves the complete manifest.
-    _merge_manifest(out_dir / f"manifest.part{rank}of{world}.csv", rows)
+        _cleanup_leftovers(out_dir, cases)
+    model = load_model(model_dir)
+    part = out_dir / ("manifest.csv" if world == 1 else f"manifest.part{rank}of{world}.csv")
+    manifest, results = _Manifest(part), []
+    with _stop_on_signal() as stop:
+        try:
+            for spec in tqdm(cases, desc="predicting", unit="case", disable=not options.progress):
+                results.append(run_case(spec, model, out_dir, opts))
+                manifest.update([results[-1].row()])
+                if stop:
+                    break
+        finally:
+            done = {r.case for r in results}
+            manifest.update(
+                [CaseResult(s.name, printable(s.path), "not_run").row() for s in cases if s.name not in done]
+            )
+    if stop:
+        raise BatchInterrupted(stop[0], results)
+    if world > 1:
+        _merge_shards(out_dir, world, info)
+    return results
+
+
+def _merge_shards(out_dir: Path, world: int, info: DistInfo) -> None:
+    """Build ``manifest.csv`` from the shards' parts.
+
+    Under torchrun rank 0 builds it after a barrier; with --shard (separate processes) every shard rebuilds it when
+    it ends, so the last shard to finish leaves the complete manifest.
+    """
     if info.enabled:
         _barrier(info)
-    if rank == 0 or not info.enabled:
+    if info.rank == 0 or not info.enabled:
         parts: list[dict[str, str]] = []
         for part in sorted(out_dir.glob(f"manifest.part*of{world}.csv")):
             with open(part, newline="") as fp:
                 parts.extend(csv.DictReader(fp))
-        _merge_manifest(out_dir / "manifest.csv", parts)
+        _Manifest(out_dir / "manifest.csv").update(parts)
     if info.enabled:
         _barrier(info, last=True)
-    return results
 
 
 def _barrier(info: DistInfo, *, last: bool = False) -> None:

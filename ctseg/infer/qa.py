@@ -60,3 +60,35 @@ def check_ct_input(volume: Volume) -> list[str]:
     if p99 < 0:
         warnings.append(f"99th percentile {p99:.0f} HU is below water: check the rescale slope/intercept")
     return warnings
+
+
+#: Most voxels a volume may have once resampled to the model's spacing (4 GB as float32); a CT at 0.5 mm over a
+#: 2 m body has about 10**9 / 16 at 1.5 mm, so more is a wrong spacing in the header, not anatomy.
+MAX_WORK_VOXELS = 1_000_000_000
+
+
+def check_work_size(volume: Volume, spacing_mm: tuple[float, float, float]) -> None:
+    """Refuse a volume whose grid, resampled to ``spacing_mm``, exceeds :data:`MAX_WORK_VOXELS` or is under a voxel.
+
+    Raises
+    ------
+    InputQAError
+        Naming the input's spacing and extent: a header spacing of e.g. 500 mm would otherwise ask for terabytes,
+        one of 0.01 mm shrinks the whole volume below one voxel of the model.
+    """
+    g = volume.geometry
+    extent_mm = [n * s for n, s in zip(g.shape, g.spacing_mm, strict=True)]
+    sizes = [e / t for e, t in zip(extent_mm, spacing_mm, strict=True)]
+    if min(sizes) < 1.0:
+        raise InputQAError(
+            f"voxel spacing {tuple(round(s, 4) for s in g.spacing_mm)} mm makes the {g.shape} grid "
+            f"{tuple(round(e, 3) for e in extent_mm)} mm long, less than one voxel at the model's spacing "
+            f"{tuple(spacing_mm)} mm; check the spacing in the file's header"
+        )
+    voxels = float(np.prod(sizes))
+    if voxels > MAX_WORK_VOXELS:
+        raise InputQAError(
+            f"voxel spacing {tuple(round(s, 4) for s in g.spacing_mm)} mm makes the {g.shape} grid "
+            f"{tuple(round(e) for e in extent_mm)} mm long, {voxels:.3g} voxels at the model's spacing "
+            f"{tuple(spacing_mm)} mm (limit {MAX_WORK_VOXELS:.0e}); check the spacing in the file's header"
+        )

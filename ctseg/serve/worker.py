@@ -5,7 +5,6 @@ The case itself is ctseg.infer's case function, reached through :func:`process_c
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -13,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ctseg.infer.batch import CaseResult
+from ctseg.infer.case import CaseResult
 from ctseg.infer.model import LoadedModel
 from ctseg.serve.config import Destination, ServeConfig
 from ctseg.serve.dicom_node import destination_name, send_file
@@ -29,24 +28,15 @@ IDLE_S = 0.1
 def process_case(job_id: str, input_path: Path, model: LoadedModel, results_dir: Path, device: str) -> CaseResult:
     """Segment one job's input into ``results_dir/<job_id>/`` with ``ctseg predict``'s case function and defaults.
 
-    A case whose outputs are already committed (a job resumed after a crash) is not redone: its record is returned
-    with status ``skipped``. This is the service's only call into ctseg.infer's case processing.
+    A case whose outputs are already committed for the same input and model (a job resumed after a crash) is not
+    redone: :func:`~ctseg.infer.case.run_case` returns it with status ``skipped``. This is the service's only call
+    into ctseg.infer's case processing.
     """
-    from ctseg.infer.batch import PredictOptions, is_complete, predict_case
+    from ctseg.infer.case import CaseSpec, PredictOptions, run_case
+    from ctseg.io.paths import safe_case_name
 
-    case_dir = results_dir / job_id
-    if is_complete(case_dir):
-        record = json.loads((case_dir / "case.json").read_text())
-        return CaseResult(
-            job_id,
-            str(input_path),
-            "skipped",
-            record.get("series_uid", ""),
-            warnings=record.get("warnings", []),
-            seconds=record.get("seconds", {}),
-            outputs=record.get("outputs", []),
-        )
-    return predict_case(job_id, input_path, model, results_dir, PredictOptions(device=device, progress=False))
+    spec = CaseSpec(safe_case_name(job_id), input_path)
+    return run_case(spec, model, results_dir, PredictOptions(device=device, progress=False))
 
 
 class Worker(threading.Thread):

@@ -243,6 +243,25 @@ def test_shards_split_cases_and_merge_the_manifest(tmp_path: Path) -> None:
     assert rows == {"case0": "ok", "case1": "ok", "case2": "ok"}
 
 
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"JOB_COMPLETION_INDEX": "1", "JOB_COMPLETIONS": "2"},  # Kubernetes Indexed Job
+        {"SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_COUNT": "2", "SLURM_ARRAY_TASK_MIN": "1"},  # --array=1-2
+    ],
+)
+def test_shard_from_the_scheduler_environment(tmp_path: Path, env: dict[str, str]) -> None:
+    _phantom_cases(tmp_path / "cohort", 3)
+    model, out = _tiny_model(tmp_path), tmp_path / "out"
+    args = ["predict", str(tmp_path / "cohort"), "--subfolders", "--model", str(model), "--out", str(out)]
+    res = CliRunner().invoke(cli, [*args, "--device", "cpu", "--format", "nifti"], env=env)
+    assert res.exit_code == 0, res.output
+    done = sorted(p.name for p in out.iterdir() if (p / "case.json").is_file())
+    assert done == ["case1"]  # shard 1 of 2 takes every 2nd case from the second
+    res = CliRunner().invoke(cli, [*args, "--format", "nifti"], env={"JOB_COMPLETION_INDEX": "0"})
+    assert res.exit_code == 1 and "JOB_COMPLETIONS" in res.output
+
+
 @pytest.mark.dist
 def test_torchrun_ranks_split_cases(tmp_path: Path) -> None:
     import subprocess

@@ -157,7 +157,23 @@ def _source_series(source: DicomImage | SeriesCheck) -> CheckedSeries:
     plan = source.plan if isinstance(source, DicomImage) else source
     if not isinstance(plan, CheckedSeries):
         raise DicomSegError(f"source series is unusable: {plan.error}")
+    _check_references(plan)
     return plan
+
+
+def _check_references(plan: CheckedSeries) -> None:
+    """Refuse a source whose UIDs a SEG cannot reference (blank Study/Series/SOP Instance UID or SOP Class UID)."""
+    first = plan.slices[0].file
+    blank = [k for k in ("StudyInstanceUID", "SeriesInstanceUID") if not str(first.header.get(k, "") or "").strip()]
+    if any(not s.file.sop_instance_uid.strip() for s in plan.slices):
+        blank.append("SOPInstanceUID")
+    if any(not s.file.sop_class.strip() for s in plan.slices):
+        blank.append("SOPClassUID")
+    if blank:
+        raise DicomSegError(
+            f"the source series {plan.label} has blank {', '.join(blank)}; a DICOM SEG must reference its source by "
+            "these UIDs, so none was written (the mask is in NIfTI; fix the source headers to get a SEG)"
+        )
 
 
 def write_dicom_seg(
