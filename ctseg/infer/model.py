@@ -29,6 +29,10 @@ class LoadedModel:
     colors: dict[int, tuple[int, int, int]] = field(default_factory=dict)
     infer: InferConfig = field(default_factory=InferConfig)
     meta: dict[str, Any] = field(default_factory=dict)
+    #: The model folder (exported runtimes are found there); None for a model built in memory.
+    folder: Path | None = None
+    #: Exported-runtime predictors already compiled, by variant (compiling costs seconds; done once per model).
+    runtimes: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def num_classes(self) -> int:
@@ -75,5 +79,6 @@ def load_model(path: Path, *, device: str | torch.device = "cpu") -> LoadedModel
     state, meta = load_model_files(Path(path))
     model = model_from_meta(meta, state)
     model.network.to(device)
+    model.folder = Path(path)
     log.info("loaded model %s: %d classes, patch %s", Path(path).name, model.num_classes, model.patch_size)
     return model
