@@ -21,6 +21,7 @@ import os
 import statistics
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,12 +167,15 @@ def _write_files(folder: Path, files: dict[str, bytes]) -> None:
         write_bytes_atomic(folder / name, data)
 
 
-def _onnx_bytes(model: LoadedModel) -> bytes:
-    import warnings
+def _quiet_tracing() -> warnings.catch_warnings:  # type: ignore[type-arg]
+    """Silence the tracers' notes: shape-dependent branches are constant for the one fixed window size exported,
+    instance norm's "training mode" note is about training statistics, and jit.trace's deprecation is the
+    exporters' concern."""
+    return warnings.catch_warnings(action="ignore")
 
-    # Instance norm's "training mode" warning is about training-time statistics, not this export.
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+
+def _onnx_bytes(model: LoadedModel) -> bytes:
+    with tempfile.TemporaryDirectory() as tmp, _quiet_tracing():
         torch.onnx.export(
             _MainOutput(model.network),
             (_example(model),),
@@ -209,7 +213,8 @@ def _openvino_ir(ov_model: Any) -> tuple[bytes, bytes]:
 def _export_openvino(model: LoadedModel, windows: list[np.ndarray] | None) -> dict[str, dict[str, bytes]]:
     import openvino as ov
 
-    ov_model = ov.convert_model(_MainOutput(model.network).eval(), example_input=_example(model))
+    with _quiet_tracing():
+        ov_model = ov.convert_model(_MainOutput(model.network).eval(), example_input=_example(model))
     names = VARIANTS["openvino"][2]
     out = {"openvino": dict(zip(names, _openvino_ir(ov_model), strict=True))}
     if windows is not None:

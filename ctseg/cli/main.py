@@ -420,6 +420,13 @@ def train(
     help="Comma-separated outputs: nifti, dicom-seg (DICOM SEG only for DICOM input).",
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option(
+    "--runtime",
+    type=click.Choice(["auto", "torch", "openvino", "onnxruntime", "openvino-int8", "onnxruntime-int8"]),
+    default="auto",
+    show_default=True,
+    help="auto: the fastest `ctseg export` variant that passed its accuracy gate (CPU only), else torch.",
+)
 @click.option("--tta/--no-tta", default=None, help="Mirroring test-time augmentation (default: the model's).")
 @click.option("--overlap", type=click.FloatRange(0.0, 0.95), default=None, help="Sliding-window overlap (0-0.95).")
 @click.option("--overwrite", is_flag=True, help="Redo cases that are already complete.")
@@ -433,6 +440,7 @@ def predict(
     out_dir: Path,
     formats: str,
     device: str,
+    runtime: str,
     tta: bool | None,
     overlap: float | None,
     overwrite: bool,
@@ -451,6 +459,7 @@ def predict(
     Examples:
       ctseg predict /data/study1 /data/study2 --model models/abdomen --out results
       ctseg predict cases.txt --model models/abdomen --out results --format nifti
+      ctseg predict /data/study1 --model models/abdomen --out results --runtime openvino --device cpu
       ctseg predict /data/cohort --subfolders --model models/abdomen --out results --shard 0/2
       torchrun --nproc_per_node=4 -m ctseg predict /data/cohort --subfolders --model models/abdomen --out results
     """
@@ -470,6 +479,7 @@ def predict(
     options = PredictOptions(
         formats=fmt,
         device=device,
+        runtime=runtime,
         overwrite=overwrite,
         qa=not no_qa,
         shard=(index, count),
@@ -493,8 +503,10 @@ def predict(
 def _register() -> None:
     """Commands defined in their own modules (they import nothing from here)."""
     from ctseg.cli.evaluate_cmd import evaluate
+    from ctseg.cli.export_cmd import export
 
     cli.add_command(evaluate)
+    cli.add_command(export)
 
 
 _register()

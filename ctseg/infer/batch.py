@@ -54,6 +54,7 @@ class PredictOptions:
 
     formats: tuple[str, ...] = FORMATS
     device: str = "auto"
+    runtime: str = "auto"
     overwrite: bool = False
     qa: bool = True
     shard: tuple[int, int] = (0, 1)
@@ -173,7 +174,7 @@ def predict_case(name: str, path: Path, model: LoadedModel, out_dir: Path, optio
                 tta=cfg.tta if options.tta is None else options.tta,
                 overlap=cfg.overlap if options.overlap is None else options.overlap,
             )
-        labels = segment(volume, model, config=cfg, device=options.device)
+        labels = segment(volume, model, config=cfg, device=options.device, runtime=options.runtime)
         t2 = time.perf_counter()
         case_dir.mkdir(parents=True, exist_ok=True)
         if "nifti" in options.formats:

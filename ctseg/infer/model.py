@@ -31,7 +31,8 @@ class LoadedModel:
     meta: dict[str, Any] = field(default_factory=dict)
     #: The model folder (exported runtimes are found there); None for a model built in memory.
     folder: Path | None = None
-    #: Exported-runtime predictors already compiled, by variant (compiling costs seconds; done once per model).
+    #: Exported-runtime predictors already compiled, by variant, and the variant chosen per runtime and device
+    #: (compiling costs seconds; done once per model).
     runtimes: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property

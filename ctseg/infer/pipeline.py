@@ -68,7 +68,10 @@ def window_predictor(model: LoadedModel, device: torch.device, *, runtime: str =
             raise ConfigError(f"runtime {runtime!r} needs a model loaded from a folder with `ctseg export` files")
         variant = "torch"
     else:
-        variant = choose_variant(model.meta, runtime=runtime, device=device)
+        key = f"choice:{runtime}:{device}"  # chosen (and any fallback warned about) once per model, not per case
+        if key not in model.runtimes:
+            model.runtimes[key] = choose_variant(model.meta, runtime=runtime, device=device)
+        variant = model.runtimes[key]
     if variant == "torch":
         model.network.to(device)
         return make_predictor(model.network, device, amp=amp)
