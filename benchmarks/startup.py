@@ -3,7 +3,8 @@
 Hyperfine-style: the two commands alternate, ``--runs`` times each after one warm-up (page cache warm for both),
 and the median and minimum wall times are printed with their ratio (issue goal: ctseg <= 2x dcm2niix). The series
 is written here (``--slices`` slices of 512x512 int16, uncompressed, as most scanners export) unless ``--series``
-names one. Then ``python -X importtime`` of the same ``ctseg convert`` lists the modules that cost most.
+names one. Both write uncompressed ``.nii`` unless ``--gzip`` (deflating noise-filled synthetic slices would
+dominate both). Then ``python -X importtime`` of the same ``ctseg convert`` lists the modules that cost most.
 
 Usage: ``python benchmarks/startup.py [--slices 140] [--runs 10] [--series DIR]``.
 """
@@ -63,6 +64,9 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=140)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--series", type=Path, help="A DICOM series folder to convert instead of a synthetic one.")
+    parser.add_argument(
+        "--gzip", action="store_true", help="Both write .nii.gz (default .nii: start-up and reading, not deflate)."
+    )
     args = parser.parse_args()
     dcm2niix = shutil.which("dcm2niix") or str(Path(sys.executable).parent / "dcm2niix")
     with tempfile.TemporaryDirectory() as tmp:
@@ -70,6 +74,7 @@ def main() -> None:
         series = args.series or write_series(work / "series", args.slices)
         out = work / "out"
         out.mkdir()
+        suffix = "nii.gz" if args.gzip else "nii"
         commands = {
             "ctseg convert": [
                 sys.executable,
@@ -77,10 +82,21 @@ def main() -> None:
                 "ctseg",
                 "convert",
                 str(series),
-                str(out / "ct.nii.gz"),
+                str(out / f"ct.{suffix}"),
                 "--overwrite",
             ],
-            "dcm2niix": [dcm2niix, "-z", "y", "-b", "n", "-o", str(out), "-f", "ref", str(series)],
+            "dcm2niix": [
+                dcm2niix,
+                "-z",
+                "y" if args.gzip else "n",
+                "-b",
+                "n",
+                "-o",
+                str(out),
+                "-f",
+                "ref",
+                str(series),
+            ],
             "python -c pass": [sys.executable, "-c", "pass"],
         }
         times = timed_runs(commands, args.runs)

@@ -108,7 +108,7 @@ def data_from_run(model: LoadedModel, run_dir: Path, *, max_windows: int, max_ca
     cases: list[tuple[np.ndarray, np.ndarray | None]] = []
     for name in split.get("val", [])[:max_cases]:
         case = open_case(cache, name)
-        cases.append((np.asarray(case.image, np.float32), np.asarray(case.labels, np.uint8)))
+        cases.append((np.array(case.image, np.float32), np.array(case.labels, np.uint8)))  # copies, not the mmap
     return ExportData(_sample(windows, max_windows), cases, f"training run {run_dir} (validation cases with labels)")
 
 
@@ -243,15 +243,21 @@ def _export_onnxruntime(model: LoadedModel, windows: list[np.ndarray] | None) ->
         with tempfile.TemporaryDirectory() as tmp:
             src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
             src.write_bytes(fp32)
-            quantize_static(
-                src,
-                dst,
-                Reader(),
-                quant_format=QuantFormat.QDQ,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                per_channel=True,
-            )
+            root = logging.getLogger()
+            level = root.level
+            root.setLevel(logging.ERROR)  # the quantiser logs notes per node on the root logger
+            try:
+                quantize_static(
+                    src,
+                    dst,
+                    Reader(),
+                    quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
+                    per_channel=True,
+                )
+            finally:
+                root.setLevel(level)
             out["onnxruntime-int8"] = {VARIANTS["onnxruntime-int8"][2][0]: dst.read_bytes()}
     return out
 
@@ -369,8 +375,10 @@ def export_variants(
             cache["ref"] = (refs, fp32)
         return cache["ref"]
 
+    from tqdm.auto import tqdm
+
     records = []
-    for variant, files in variants.items():
+    for variant, files in tqdm(variants.items(), desc="evaluating variants", unit="variant"):
         predictor = predictor_from_files(variant, files)
         result = gate(model, predictor, data, reference)
         ok = result["min_ratio"] is None or result["min_ratio"] >= GATE_RATIO

@@ -152,3 +152,20 @@ def test_cli_export_then_predict_with_runtime(model_dir: Path, calibration: Path
     assert result.exit_code == 1
     assert "Error: --int8 needs --calibration DATA" in result.output
     assert "Traceback" not in result.output
+
+
+def test_train_with_export_calibrates_on_the_run_cache(tmp_path: Path) -> None:
+    from ctseg.phantom import write_phantom_dataset
+
+    data = write_phantom_dataset(tmp_path / "Dataset001", 1, shape=(32, 48, 48), spacing_mm=(4.0, 3.0, 3.0))
+    tiny = ["--set", "train.steps_per_epoch=2", "--set", "train.val_every=1", "--set", "train.num_workers=0"]
+    tiny += ["--set", "model.channels=[4,8]", "--set", "model.strides=[[2,2,2]]"]
+    tiny += ["--set", "train.patch_size=[16,24,24]", "--epochs", "1"]
+    args = ["train", str(data), "--out", str(tmp_path / "run"), "--model-dir", str(tmp_path / "model"), *tiny]
+    result = CliRunner().invoke(cli, [*args, "--export", "onnxruntime"])
+    assert result.exit_code == 0, result.output
+    assert "onnxruntime:" in result.output and "onnxruntime-int8:" in result.output
+    records = read_exports(load_model(tmp_path / "model").meta)
+    assert set(records) == {"onnxruntime", "onnxruntime-int8"}
+    gate = records["onnxruntime-int8"].gate
+    assert gate["evaluated_on"].startswith("training run") and gate["cases"] == 1
