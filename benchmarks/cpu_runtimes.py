@@ -143,10 +143,11 @@ def calibration_data(model: LoadedModel, work: Path, calibration: Path | None, q
         return gather_data(model, calibration, max_windows=16 if quick else 32)
     folder = work / "calibration"
     folder.mkdir(exist_ok=True)
-    edge = 2 * max(model.patch_size)
-    for seed in range(2):
-        make_ct(folder / f"cal{seed}.nii", (edge // 2 * 3 // 2, edge, edge), (3.0, 1.5, 1.5), seed=10 + seed)
-    return gather_data(model, folder, max_windows=16 if quick else 32, max_cases=2)
+    edge = 3 * max(model.patch_size) // 2 if quick else 2 * max(model.patch_size)
+    cases = 1 if quick else 2
+    for seed in range(cases):  # at the model's 1.5 mm: edge^3 voxels
+        make_ct(folder / f"cal{seed}.nii", (edge // 2, edge, edge), (3.0, 1.5, 1.5), seed=10 + seed)
+    return gather_data(model, folder, max_windows=16 if quick else 32, max_cases=cases)
 
 
 def bench_network(name: str, model_dir: Path, ct_path: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -206,7 +207,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        shape, spacing = ((60, 160, 160), (3.0, 1.5, 1.5)) if args.quick else ((300, 512, 512), (1.0, 0.7, 0.7))
+        shape, spacing = ((40, 128, 128), (3.0, 1.5, 1.5)) if args.quick else ((300, 512, 512), (1.0, 0.7, 0.7))
         ct_path = make_ct(work / "ct.nii", shape, spacing)
         print(f"CT {shape[0]}x{shape[1]}x{shape[2]} at {spacing} mm", flush=True)
         patch = 64 if args.quick else 96

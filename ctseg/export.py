@@ -400,7 +400,7 @@ def export_variants(
         log.info(
             "%s: min Dice ratio %s -> %s", variant, result["min_ratio"], "recommended" if ok else "NOT recommended"
         )
-    write_exports(folder, model.meta, records)
+    model.meta = write_exports(folder, model.meta, records)
     return records
 
 

@@ -71,11 +71,27 @@ def read_exports(meta: dict[str, Any]) -> dict[str, ExportRecord]:
 
 
 def write_exports(folder: Path, meta: dict[str, Any], records: list[ExportRecord]) -> dict[str, Any]:
-    """Add or replace ``records`` in ``folder/model.json`` (atomically); return the new content."""
-    section = {k: v for k, v in meta.get(EXPORTS_KEY, {}).items() if k not in {r.variant for r in records}}
+    """Add or replace ``records`` in ``folder/model.json`` (atomically); return the new content.
+
+    The file is re-read first, so variants recorded since ``meta`` was loaded (another runtime) are kept.
+
+    Raises
+    ------
+    CheckpointError
+        If ``model.json`` now describes other weights than ``meta`` (the model changed during the export).
+    """
+    path = Path(folder) / META_NAME
+    try:
+        current = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path} cannot be read back to record the export: {exc}") from exc
+    if current.get("sha256") != meta.get("sha256"):
+        raise CheckpointError(f"{path} changed to other weights during the export; re-run `ctseg export`")
+    names = {r.variant for r in records}
+    section = {k: v for k, v in current.get(EXPORTS_KEY, {}).items() if k not in names}
     section.update({r.variant: asdict(r) for r in records})
-    new = {**meta, EXPORTS_KEY: dict(sorted(section.items()))}
-    write_text_atomic(Path(folder) / META_NAME, json.dumps(new, indent=2))
+    new = {**current, EXPORTS_KEY: dict(sorted(section.items()))}
+    write_text_atomic(path, json.dumps(new, indent=2))
     return new
 
 

@@ -169,3 +169,14 @@ def test_train_with_export_calibrates_on_the_run_cache(tmp_path: Path) -> None:
     assert set(records) == {"onnxruntime", "onnxruntime-int8"}
     gate = records["onnxruntime-int8"].gate
     assert gate["evaluated_on"].startswith("training run") and gate["cases"] == 1
+
+
+def test_exports_of_both_runtimes_are_kept_and_a_changed_model_is_refused(model_dir: Path) -> None:
+    model = load_model(model_dir)
+    data = ExportData([], [(np.asarray(preprocess_image(phantom_ct(), model.preprocess).array), None)], "phantom")
+    export_variants(model, model_dir, "openvino", data, int8=False)
+    export_variants(model, model_dir, "onnxruntime", data, int8=False)  # the same in-memory model, one process
+    assert set(read_exports(load_model(model_dir).meta)) == {"openvino", "onnxruntime"}
+    write_tiny_model(model_dir, seed=1)  # retrained while an export was running
+    with pytest.raises(CheckpointError, match="changed to other weights during the export"):
+        export_variants(model, model_dir, "onnxruntime", data, int8=False)
