@@ -124,6 +124,10 @@ def segment(
     ------
     GeometryError
         If the result's grid differs from the input's (an internal invariant, checked on every call).
+    ConfigError
+        For an unknown ``runtime``, or one the model folder has no export for.
+    CheckpointError
+        If an exported file is missing or its sha256 differs from ``model.json``'s.
     """
     cfg = config or model.infer
     dev = resolve_device(device) if isinstance(device, str) else device
