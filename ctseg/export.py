@@ -341,8 +341,8 @@ def gate(
     names = [model.labels.get(k, str(k)) for k in range(1, model.num_classes)]
     dice = class_dice(pred, refs, model.num_classes)
     base = class_dice(fp32, refs, model.num_classes)
+    # Classes where torch fp32 scores 0 (or the class is absent from both) give no ratio: nothing to keep.
     ratios = [d / b for d, b in zip(dice, base, strict=True) if d is not None and b]
-    ratios += [0.0 for d, b in zip(dice, base, strict=True) if d is None and b]
     return {
         "evaluated_on": data.source,
         "cases": len(data.cases),
