@@ -180,3 +180,15 @@ def test_exports_of_both_runtimes_are_kept_and_a_changed_model_is_refused(model_
     write_tiny_model(model_dir, seed=1)  # retrained while an export was running
     with pytest.raises(CheckpointError, match="changed to other weights during the export"):
         export_variants(model, model_dir, "onnxruntime", data, int8=False)
+
+
+def test_export_without_the_runtime_package_says_how_to_install(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    with pytest.raises(ImportError, match=r"exporting to openvino needs openvino: pip install 'ctseg\[cpu-fast\]'"):
+        export_model(model_dir, runtime="openvino")
+    result = CliRunner().invoke(cli, ["export", str(model_dir), "--runtime", "openvino"])
+    assert result.exit_code == 1
+    assert "Error: exporting to openvino needs openvino" in result.output
+    assert "Traceback" not in result.output
