@@ -1,7 +1,7 @@
 # The README's two commands: `make demo` (set up, then run the demo) and `make test` (set up, then run the tests).
 # Both create the virtual environment from nothing. torch==2.13.0 is installed first so pip takes the CPU build;
 # pyproject.toml itself accepts torch>=2.8 for GPU users. The napari plugin (napari_plugin/) is installed with
-# one Qt binding, PyQt6.
+# one Qt binding, PyQt6. The cpu-fast extra (OpenVINO, NNCF, ONNX Runtime) gives `ctseg export` and `--runtime`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml napari_plugin/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev,serve]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,serve,cpu-fast]'
 	$(BIN)/python -m pip install --quiet 'napari[pyqt6]' pytest-qt pytest-xvfb npe2 -e napari_plugin
 	touch $(STAMP)
 

@@ -186,6 +186,14 @@ def _parse_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--deterministic", is_flag=True, help="Bit-for-bit repeatable on CPU (slower).")
 @click.option("--check", is_flag=True, help="Only validate the dataset and exit.")
 @click.option(
+    "--export",
+    "export_runtime",
+    type=click.Choice(["openvino", "onnxruntime"]),
+    default=None,
+    help="After training, export the model for this CPU runtime (default precision and int8 calibrated on the "
+    "run's cache, both gated on the validation Dice), as `ctseg export` does.",
+)
+@click.option(
     "--nproc",
     type=int,
     default=1,
@@ -206,6 +214,7 @@ def train(
     resume: bool,
     deterministic: bool,
     check: bool,
+    export_runtime: str | None,
     nproc: int,
 ) -> None:
     """Train a 3D U-Net on DATASET (nnU-Net v2 raw layout) and write a model folder.
@@ -219,6 +228,7 @@ def train(
       ctseg train /data/Dataset001 --out runs/liver --labels liver=5,spleen=1
       ctseg train /data/Dataset001 --out runs/liver --resume --epochs 80
       ctseg train /data/Dataset001 --out runs/big --budget gpu --nproc 4
+      ctseg train /data/Dataset001 --out runs/liver --export openvino
       torchrun --nproc_per_node=4 -m ctseg train /data/Dataset001 --out runs/big --budget gpu
     """
     from ctseg.train.dataset import check_dataset, load_dataset, parse_label_subset
@@ -268,16 +278,23 @@ def train(
     dice = ", ".join(f"{d:.3f}" for d in result.best_dice)
     click.echo(f"trained {result.epochs} epochs ({result.steps} steps); best validation Dice per class: {dice}")
     click.echo(f"model: {result.model_dir}  run: {result.run_dir}")
+    if export_runtime is not None and __import__("os").environ.get("RANK", "0") == "0":  # once, not per rank
+        from ctseg.cli.export_cmd import export
+
+        click.get_current_context().invoke(
+            export, model_dir=result.model_dir, runtime=export_runtime, int8=True, calibration=result.run_dir
+        )
 
 
 def _register() -> None:
     """Commands defined in their own modules (they import nothing from here)."""
     from ctseg.cli.evaluate_cmd import evaluate
+    from ctseg.cli.export_cmd import export
     from ctseg.cli.inspect_cmd import inspect
     from ctseg.cli.predict_cmd import predict
     from ctseg.cli.serve_cmd import serve
 
-    for command in (inspect, evaluate, predict, serve):
+    for command in (inspect, evaluate, predict, export, serve):
         cli.add_command(command)
 
 

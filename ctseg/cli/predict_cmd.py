@@ -67,6 +67,13 @@ def _parse_shard(shard: str) -> tuple[int, int]:
     help="Comma-separated outputs: nifti, dicom-seg (DICOM SEG only for DICOM input).",
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option(
+    "--runtime",
+    type=click.Choice(["auto", "torch", "openvino", "onnxruntime", "openvino-int8", "onnxruntime-int8"]),
+    default="auto",
+    show_default=True,
+    help="auto: the fastest `ctseg export` variant that passed its accuracy gate (CPU only), else torch.",
+)
 @click.option("--tta/--no-tta", default=None, help="Mirroring test-time augmentation (default: the model's).")
 @click.option("--overlap", type=click.FloatRange(0.0, 0.95), default=None, help="Sliding-window overlap (0-0.95).")
 @click.option("--overwrite", is_flag=True, help="Redo cases that are already complete.")
@@ -92,6 +99,7 @@ def predict(
     out_dir: Path,
     formats: str,
     device: str,
+    runtime: str,
     tta: bool | None,
     overlap: float | None,
     overwrite: bool,
@@ -126,6 +134,7 @@ def predict(
     Examples:
       ctseg predict /data/study1 /data/study2 --model models/abdomen --out results
       ctseg predict cases.txt --model models/abdomen --out results --format nifti
+      ctseg predict /data/study1 --model models/abdomen --out results --runtime openvino --device cpu
       ctseg predict /data/cohort --model models/abdomen --out results --all-series
       ctseg predict /data/cohort --subfolders --model models/abdomen --out results --shard 0/2
       ctseg predict /data/study1 --model models/abdomen --out results --series 1.2.840.113619.2.55.3 --allow-gaps
@@ -150,6 +159,7 @@ def predict(
         ),
         formats=_parse_formats(formats),
         device=device,
+        runtime=runtime,
         overwrite=overwrite,
         qa=not no_qa,
         shard=_shard(shard),

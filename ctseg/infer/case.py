@@ -53,13 +53,15 @@ class PredictOptions:
 
     ``series_uid`` and ``read`` apply to DICOM input as in ``ctseg convert``: the series to read (a case without
     it fails with ``SERIES_NOT_FOUND``) and the read options (gaps, tilt correction, non-CT, padding).
-    ``all_series`` makes one case per usable CT series instead of one per study.
+    ``all_series`` makes one case per usable CT series instead of one per study. ``runtime`` picks the torch
+    network or an exported variant (see :func:`ctseg.runtime.select.choose_variant`).
     """
 
     series_uid: str | None = None
     read: ReadOptions = ReadOptions()
     formats: tuple[str, ...] = FORMATS
     device: str = "auto"
+    runtime: str = "auto"
     overwrite: bool = False
     qa: bool = True
     shard: tuple[int, int] = (0, 1)
@@ -275,7 +277,7 @@ def _segment_and_commit(
     if options.tta is not None or options.overlap is not None:
         tta = cfg.tta if options.tta is None else options.tta
         cfg = replace(cfg, tta=tta, overlap=cfg.overlap if options.overlap is None else options.overlap)
-    labels = segment(volume, model, config=cfg, device=options.device)
+    labels = segment(volume, model, config=cfg, device=options.device, runtime=options.runtime)
     t2 = time.perf_counter()
     partial = path_inside(out_dir, f".{spec.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)

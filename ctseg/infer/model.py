@@ -29,6 +29,11 @@ class LoadedModel:
     colors: dict[int, tuple[int, int, int]] = field(default_factory=dict)
     infer: InferConfig = field(default_factory=InferConfig)
     card: ModelCard | None = None
+    #: The model folder (exported runtimes are found there); None for a model built in memory.
+    folder: Path | None = None
+    #: Exported-runtime predictors already compiled, by variant, and the variant chosen per runtime and device
+    #: (compiling costs seconds; done once per model).
+    runtimes: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def num_classes(self) -> int:
@@ -73,5 +78,6 @@ def load_model(path: Path, *, device: str | torch.device = "cpu") -> LoadedModel
     state, card = load_model_files(Path(path))
     model = model_from_card(card, state)
     model.network.to(device)
+    model.folder = Path(path)
     log.info("loaded model %s: %d classes, patch %s", Path(path).name, model.num_classes, model.patch_size)
     return model

@@ -15,7 +15,7 @@ import torch
 
 from ctseg.config import InferConfig
 from ctseg.device import amp_dtype, resolve_device
-from ctseg.errors import GeometryError
+from ctseg.errors import ConfigError, GeometryError
 from ctseg.infer.model import LoadedModel
 from ctseg.infer.postprocess import fill_holes, keep_largest_component
 from ctseg.infer.sliding_window import Predictor, mirror_tta, predict_labels
@@ -42,6 +42,29 @@ def make_predictor(network: torch.nn.Module, device: torch.device, *, amp: bool 
     return predictor
 
 
+def window_predictor(model: LoadedModel, device: torch.device, *, runtime: str = "auto", amp: bool = True) -> Predictor:
+    """The predictor for ``runtime`` (see :func:`ctseg.runtime.select.choose_variant`); exported ones are cached."""
+    from ctseg.runtime.select import choose_variant, load_exported_predictor
+
+    folder = model.folder
+    if folder is None:  # a model built in memory has no exported files
+        if runtime not in ("auto", "torch"):
+            raise ConfigError(f"runtime {runtime!r} needs a model loaded from a folder with `ctseg export` files")
+        variant = "torch"
+    else:
+        key = f"choice:{runtime}:{device}"  # chosen (and any fallback warned about) once per model, not per case
+        if key not in model.runtimes:
+            model.runtimes[key] = choose_variant(model.meta, runtime=runtime, device=device)
+        variant = model.runtimes[key]
+    if variant == "torch":
+        model.network.to(device)
+        return make_predictor(model.network, device, amp=amp)
+    if variant not in model.runtimes:
+        model.runtimes[variant] = load_exported_predictor(folder, model.meta, variant)  # type: ignore[arg-type]
+        log.info("runtime: %s", variant)
+    return model.runtimes[variant]  # type: ignore[no-any-return]
+
+
 def segment(
     volume: Volume,
     model: LoadedModel,
@@ -49,6 +72,7 @@ def segment(
     config: InferConfig | None = None,
     device: str | torch.device = "cpu",
     progress: Callable[[int, int], None] | None = None,
+    runtime: str = "auto",
 ) -> Volume:
     """Segment a CT with a loaded model.
 
@@ -64,6 +88,9 @@ def segment(
         ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``.
     progress
         Called as ``progress(done_windows, total_windows)``.
+    runtime
+        ``"auto"`` (the fastest exported variant that passed the accuracy gate, on the CPU; else torch), ``"torch"``,
+        ``"openvino"``, ``"onnxruntime"`` or a variant name such as ``"openvino-int8"`` (see ``ctseg export``).
 
     Returns
     -------
@@ -74,12 +101,15 @@ def segment(
     ------
     GeometryError
         If the result's grid differs from the input's (an internal invariant, checked on every call).
+    ConfigError
+        For an unknown ``runtime``, or one the model folder has no export for.
+    CheckpointError
+        If an exported file is missing or its sha256 differs from ``model.json``'s.
     """
     cfg = config or model.infer
     dev = resolve_device(device) if isinstance(device, str) else device
-    model.network.to(dev)
     pre = preprocess_image(volume, model.preprocess)
-    predictor = make_predictor(model.network, dev, amp=cfg.amp)
+    predictor = window_predictor(model, dev, runtime=runtime, amp=cfg.amp)
     if cfg.tta:
         predictor = mirror_tta(predictor)
     image = torch.from_numpy(np.ascontiguousarray(pre.array))[None]

@@ -1,61 +1,99 @@
 """``preview.png``: axial, coronal and sagittal slices through the structures, mask overlaid in the class colours.
 
 Slices are shown in the radiological convention (patient's right on the image's left, anterior and superior up)
-with the true voxel aspect ratio, whatever the volume's orientation on disk.
+with the true voxel aspect ratio, whatever the volume's orientation on disk. Drawn with Pillow (NumPy blending,
+nearest-neighbour scaling, Pillow's built-in font for the titles) instead of matplotlib: the same picture without
+matplotlib's import and figure machinery, which cost about as much as writing the mask in ``ctseg predict``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ctseg.io.atomic import atomic_path
 from ctseg.volume import Volume
 
+if TYPE_CHECKING:
+    from PIL.Image import Image as PilImage
+
 WINDOW = (40.0, 400.0)  # soft tissue
 ALPHA = 0.45
+#: Each view is scaled (nearest neighbour, true aspect) to fit a square of this many pixels.
+PANEL_PX = 380
+MARGIN_PX = 10
+TITLE_PX = 22
+BACKGROUND = (255, 255, 255)
+TEXT = (0, 0, 0)
+
+
+def _centre(labels: np.ndarray) -> np.ndarray:
+    """The centre of the foreground, from per-axis projections (no coordinate list of every voxel)."""
+    fg = labels > 0
+    centre = np.array(labels.shape) // 2
+    if fg.any():
+        for axis in range(3):
+            profile = fg.sum(axis=tuple(a for a in range(3) if a != axis))
+            centre[axis] = int(np.round((profile * np.arange(len(profile))).sum() / profile.sum()))
+    return centre
+
+
+def blend_slice(hu: np.ndarray, labels: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """``(H, W, 3)`` uint8: the HU slice in the soft-tissue window, labelled pixels blended with their colour.
+
+    ``lut``: ``(K, 3)`` float RGB 0-255 per label value (label values beyond it are clipped to its last row).
+    """
+    lo, hi = WINDOW[0] - WINDOW[1] / 2, WINDOW[0] + WINDOW[1] / 2
+    gray = (np.clip(hu.astype(np.float32), lo, hi) - lo) * (255.0 / (hi - lo))
+    rgb = np.repeat(gray[..., None], 3, axis=2)
+    lab = np.clip(labels, 0, len(lut) - 1)
+    on = lab > 0
+    rgb[on] = (1.0 - ALPHA) * rgb[on] + ALPHA * lut[lab[on]]
+    return np.round(rgb).astype(np.uint8)
+
+
+def _panel(rgb: np.ndarray, row_mm: float, col_mm: float) -> PilImage:
+    """The slice as a Pillow image scaled to fit ``PANEL_PX`` with pixels of true aspect (rows ``row_mm`` tall)."""
+    from PIL import Image
+
+    height_mm, width_mm = rgb.shape[0] * row_mm, rgb.shape[1] * col_mm
+    scale = PANEL_PX / max(height_mm, width_mm)
+    size = (max(1, round(width_mm * scale)), max(1, round(height_mm * scale)))
+    return Image.fromarray(rgb, "RGB").resize(size, Image.Resampling.NEAREST)
 
 
 def write_preview(
     image: Volume, labels: Volume, colors: dict[int, tuple[int, int, int]], path: Path, *, title: str = ""
 ) -> None:
     """Render the three orthogonal views through the foreground's centre to ``path`` (PNG, atomic)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from PIL import Image, ImageDraw, ImageFont
 
     img = image.to_closest_canonical(copy=False)  # axes: z (S), y (P), x (L); views, no copy of the scan
     lab = labels.to_closest_canonical(copy=False)
-    # The centre of the foreground, from per-axis projections (no coordinate list of every voxel).
-    fg = lab.array > 0
-    centre = np.array(lab.shape) // 2
-    if fg.any():
-        for axis in range(3):
-            profile = fg.sum(axis=tuple(a for a in range(3) if a != axis))
-            centre[axis] = int(np.round((profile * np.arange(len(profile))).sum() / profile.sum()))
-    lo, hi = WINDOW[0] - WINDOW[1] / 2, WINDOW[0] + WINDOW[1] / 2
+    c = _centre(np.asarray(lab.array))
     sz, sy, sx = img.geometry.spacing_mm
-    views = [
-        ("axial", img.array[centre[0]], lab.array[centre[0]], sy / sx, False),
-        ("coronal", img.array[:, centre[1], :], lab.array[:, centre[1], :], sz / sx, True),
-        ("sagittal", img.array[:, :, centre[2]], lab.array[:, :, centre[2]], sz / sy, True),
+    lut = np.zeros((max(colors, default=0) + 1, 3), np.float32)
+    for k, rgb in colors.items():
+        lut[k] = rgb
+    a, m = np.asarray(img.array), np.asarray(lab.array)
+    views = [  # name, HU slice, label slice, row and column spacing; coronal/sagittal flipped so superior is up
+        ("axial", a[c[0]], m[c[0]], sy, sx),
+        ("coronal", a[::-1, c[1], :], m[::-1, c[1], :], sz, sx),
+        ("sagittal", a[::-1, :, c[2]], m[::-1, :, c[2]], sz, sy),
     ]
-    lut = np.zeros((max(colors, default=0) + 1, 4))
-    for k, (r, g, b) in colors.items():
-        lut[k] = (r / 255, g / 255, b / 255, ALPHA)
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.4), dpi=100)
-    for ax, (name, sl, ml, aspect, flip_up) in zip(axes, views, strict=True):
-        if flip_up:  # superior at the top
-            sl, ml = sl[::-1], ml[::-1]
-        ax.imshow(np.clip(sl, lo, hi), cmap="gray", vmin=lo, vmax=hi, aspect=aspect, interpolation="nearest")
-        ax.imshow(lut[np.clip(ml, 0, len(lut) - 1)], aspect=aspect, interpolation="nearest")
-        ax.set_title(name)
-        ax.axis("off")
+    top = TITLE_PX * (2 if title else 1)
+    canvas = Image.new("RGB", (3 * PANEL_PX + 4 * MARGIN_PX, PANEL_PX + top + 2 * MARGIN_PX), BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=14)
     if title:
-        fig.suptitle(title)
-    fig.tight_layout()
+        draw.text((canvas.width // 2, MARGIN_PX), title, fill=TEXT, font=font, anchor="mt")
+    for i, (name, hu, ml, row_mm, col_mm) in enumerate(views):
+        panel = _panel(blend_slice(hu, ml, lut), float(row_mm), float(col_mm))
+        x0 = MARGIN_PX + i * (PANEL_PX + MARGIN_PX)
+        y0 = top + MARGIN_PX
+        canvas.paste(panel, (x0 + (PANEL_PX - panel.width) // 2, y0 + (PANEL_PX - panel.height) // 2))
+        draw.text((x0 + PANEL_PX // 2, y0 - 6), name, fill=TEXT, font=font, anchor="ms")
     with atomic_path(Path(path)) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+        canvas.save(tmp, format="PNG", compress_level=1)

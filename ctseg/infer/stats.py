@@ -10,12 +10,28 @@ from scipy import ndimage
 from ctseg.volume import Volume
 
 MM3_PER_ML = 1000.0
-#: Slices per slab for the statistics pass.
-SLAB = 16
+#: Slices per slab when summing HU inside a bounding box (bounded float64 temporaries on long structures).
+SLAB = 64
+
+
+def _box_sums(lab: np.ndarray, hu: np.ndarray, box: tuple[slice, ...], k: int) -> tuple[int, float, float]:
+    """Voxel count, HU sum and HU sum of squares of class ``k`` inside its bounding box, slab by slab along z."""
+    n, s, s2 = 0, 0.0, 0.0
+    zs = box[0]
+    for z0 in range(zs.start, zs.stop, SLAB):
+        sub = (slice(z0, min(z0 + SLAB, zs.stop)), box[1], box[2])
+        values = hu[sub][lab[sub] == k].astype(np.float64)
+        n += values.size
+        s += float(values.sum())
+        s2 += float(np.dot(values, values))
+    return n, s, s2
 
 
 def structure_stats(labels: Volume, image: Volume, names: dict[int, str]) -> dict[str, Any]:
     """Statistics for every class in ``names`` (absent classes get zero counts).
+
+    One pass over the label map finds each structure's bounding box (``scipy.ndimage.find_objects``); counts and
+    HU moments are then computed inside the boxes only, so the cost follows the structures' size, not the CT's.
 
     Returns
     -------
@@ -27,29 +43,16 @@ def structure_stats(labels: Volume, image: Volume, names: dict[int, str]) -> dic
     lab = np.asarray(labels.array)
     hu = np.asarray(image.array)
     index = sorted(k for k in names if k != 0)
-    top = max(index, default=0)
-    length = max(top, int(lab.max(initial=0))) + 1
-    counts = np.zeros(length, np.int64)
-    sums = np.zeros(length)
-    squares = np.zeros(length)
-    # Slab by slab along z: float64 sums with bounded memory, and each slab stays in cache for its three passes.
-    for z0 in range(0, lab.shape[0], SLAB):
-        lab_slab = lab[z0 : z0 + SLAB].ravel()
-        hu_slab = hu[z0 : z0 + SLAB].ravel().astype(np.float64)
-        counts += np.bincount(lab_slab, minlength=length)
-        sums += np.bincount(lab_slab, weights=hu_slab, minlength=length)
-        squares += np.bincount(lab_slab, weights=hu_slab * hu_slab, minlength=length)
-    counts, sums, squares = counts[index], sums[index], squares[index]
-    boxes = ndimage.find_objects(lab, max_label=top)
+    boxes = ndimage.find_objects(lab, max_label=max(index, default=0)) if index else []
     out: dict[str, Any] = {}
-    for k, count, s, s2 in zip(index, counts, sums, squares, strict=True):
-        n = int(count)
+    for k in index:
+        box = boxes[k - 1] if k - 1 < len(boxes) else None
+        n, s, s2 = _box_sums(lab, hu, box, k) if box is not None else (0, 0.0, 0.0)
         entry: dict[str, Any] = {"label": k, "voxels": n, "volume_ml": round(n * voxel_ml, 3)}
-        if n:
-            mean = float(s) / n
+        if n and box is not None:
+            mean = s / n
             entry["mean_hu"] = round(mean, 2)
-            entry["std_hu"] = round(float(np.sqrt(max(float(s2) / n - mean * mean, 0.0))), 2)
-            box = boxes[k - 1]
+            entry["std_hu"] = round(float(np.sqrt(max(s2 / n - mean * mean, 0.0))), 2)
             lo = [sl.start for sl in box]
             hi = [sl.stop - 1 for sl in box]
             entry["bbox_index_zyx"] = [lo, hi]

@@ -230,16 +230,14 @@ def _reason(exc: BaseException) -> str:
 
 
 def write_nifti(volume: Volume, path: Path) -> None:
-    """Write ``volume`` to ``path`` (``.nii`` or ``.nii.gz``) atomically, qform and sform both set (code 1)."""
-    import nibabel as nib
+    """Write ``volume`` to ``path`` (``.nii`` or ``.nii.gz``) atomically, qform and sform both set (code 1).
 
-    affine = nifti_affine_from_geometry(volume.geometry)
-    img = nib.Nifti1Image(np.asarray(volume.array).transpose(2, 1, 0), affine)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    img.header.set_xyzt_units("mm")
+    Written by :mod:`ctseg.io.nifti_write` (no nibabel import on the write path; label maps deflated with RLE).
+    """
+    from ctseg.io.nifti_write import write_nifti_zyx
+
     with atomic_path(Path(path)) as tmp:
-        nib.save(img, str(tmp))
+        write_nifti_zyx(np.asarray(volume.array), nifti_affine_from_geometry(volume.geometry), tmp)
 
 
 # -- ITK (NRRD, MHA) -----------------------------------------------------------------------------------------

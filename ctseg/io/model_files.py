@@ -58,7 +58,8 @@ class ModelCard:
     ``source_values`` maps class value -> the value in the training labels it came from. ``kernel_class``
     (optional: soft, bone or lung) is the CT reconstruction kernel class the model was trained on; ``ctseg predict``
     prefers a series of that class. ``sha256`` (of ``model.pt``) and ``format_version`` are set by
-    :func:`save_model_files`.
+    :func:`save_model_files`. ``exports`` is the record of ``ctseg export`` (variant -> files, hashes, accuracy
+    gate); its entries are validated by :mod:`ctseg.runtime.variants`, which writes them.
     """
 
     model: ModelConfig
@@ -76,6 +77,7 @@ class ModelCard:
     torch_version: str = ""
     sha256: str = ""
     format_version: int = FORMAT_VERSION
+    exports: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_card(self)
@@ -108,6 +110,8 @@ class ModelCard:
             out["sha256"] = self.sha256
         if self.kernel_class:
             out["kernel_class"] = self.kernel_class
+        if self.exports:
+            out["exports"] = self.exports
         return out
 
     @classmethod
@@ -152,6 +156,7 @@ class ModelCard:
             format_version=_int(
                 data.get("format_version", FORMAT_VERSION), "format_version", (1, FORMAT_VERSION), where
             ),
+            exports=_mapping(data.get("exports", {}), "exports", where),
         )
 
     @property

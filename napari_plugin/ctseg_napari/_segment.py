@@ -70,6 +70,7 @@ def run_segmentation(
     model: LoadedModel | Path,
     *,
     device: str = "cpu",
+    runtime: str = "auto",
     progress: Callable[[int, int], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> SegmentationResult:
@@ -80,7 +81,9 @@ def run_segmentation(
     SegmentationCancelled
         When ``cancel`` is set while windows are being predicted.
     CheckpointError
-        When ``model`` is a folder that cannot be loaded.
+        When ``model`` is a folder that cannot be loaded, or an exported file fails its sha256 check.
+    ConfigError
+        When ``runtime`` names a runtime the model has no export for.
     """
     from ctseg.infer import segment
 
@@ -95,7 +98,13 @@ def run_segmentation(
     if cancel is not None and cancel.is_set():
         raise SegmentationCancelled
     # Layer arrays can be flipped views (negative strides), which torch.from_numpy refuses.
-    labels = segment(image.with_array(np.ascontiguousarray(image.array)), loaded, device=device, progress=on_progress)
+    labels = segment(
+        image.with_array(np.ascontiguousarray(image.array)),
+        loaded,
+        device=device,
+        progress=on_progress,
+        runtime=runtime,
+    )
     names = {k: v for k, v in loaded.labels.items() if k}
     return SegmentationResult(labels, names, complete_colors(names, loaded.colors, None))
 

@@ -17,11 +17,12 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
-import pydicom
-from pydicom.dataset import Dataset
+
+if TYPE_CHECKING:  # pydicom is imported only where a file needs it: the fast header parser reads plain files
+    from pydicom.dataset import Dataset
 
 from ctseg.errors import DicomSeriesError, SeriesReason
 from ctseg.io.dicom.fast_header import parse_header
@@ -136,7 +137,9 @@ def read_header(path: Path) -> tuple[Dataset, int | None]:
     fast = parse_header(path)
     if fast is not None:
         # Duck-typed: FastHeader stands in for the Dataset wherever ctseg reads a header (see its docstring).
-        return cast(Dataset, fast), fast.pixel_offset
+        return cast("Dataset", fast), fast.pixel_offset
+    import pydicom
+
     force = not _has_magic(path)
     with open(path, "rb") as fp, warnings.catch_warnings():
         # pydicom warns about recoverable header oddities (VR mismatches, bad UIDs); they are not ours to print.

@@ -14,8 +14,6 @@ import struct
 import warnings
 
 import numpy as np
-import pydicom
-from pydicom.uid import UID
 
 from ctseg.errors import DicomSeriesError, SeriesReason, UnsupportedTransferSyntaxError
 from ctseg.io.dicom.discover import DicomFile
@@ -221,6 +219,9 @@ def read_stored_frames(f: DicomFile) -> np.ndarray:
         frame = np.empty((int(f.header.Rows), int(f.header.Columns)), dtype)
         if read_native_into(f, frame):
             return frame[None]
+    import pydicom  # only off the fast path: `ctseg convert` of plain files never imports it
+    from pydicom.uid import UID
+
     ts = transfer_syntax(f)
     try:
         with warnings.catch_warnings():

@@ -1,0 +1,120 @@
+"""Which runtime runs a model's windows: ``auto``, ``torch``, a runtime (``openvino``, ``onnxruntime``) or a variant.
+
+``auto`` takes the fastest variant that passed the accuracy gate among those exported for the model's current
+weights, on the CPU only (CUDA stays torch); speed is the seconds per window measured at export, ties broken by the
+order of :data:`~ctseg.runtime.variants.VARIANTS`. A variant marked not recommended is never chosen by ``auto``.
+A runtime whose package is not installed falls back to torch with one warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ctseg.errors import ConfigError
+from ctseg.runtime.backends import (
+    INSTALL_HINT,
+    WindowPredictor,
+    onnxruntime_predictor,
+    openvino_predictor,
+    runtime_available,
+)
+from ctseg.runtime.variants import VARIANTS, ExportRecord, read_exports, read_verified
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("openvino", "onnxruntime")
+RUNTIME_CHOICES = ("auto", "torch", *RUNTIMES, *(v for v in VARIANTS if v not in RUNTIMES))
+TORCH = "torch"
+
+
+def _speed_key(record: ExportRecord) -> tuple[float, int]:
+    seconds = record.window_seconds if record.window_seconds is not None else math.inf
+    return (seconds, list(VARIANTS).index(record.variant))
+
+
+def _candidates(records: dict[str, ExportRecord], runtime: str) -> list[ExportRecord]:
+    if runtime == "auto":
+        return [r for r in records.values() if r.recommended]
+    if runtime in RUNTIMES:
+        found = [r for r in records.values() if r.runtime == runtime]
+    else:
+        found = [r for r in records.values() if r.variant == runtime]
+    if not found:
+        raise ConfigError(
+            f"--runtime {runtime}: the model folder has no {runtime} export for its current model.pt; "
+            f"run `ctseg export MODEL_DIR --runtime {VARIANTS[runtime][0] if runtime in VARIANTS else runtime}` "
+            "or pass --runtime auto"
+        )
+    recommended = [r for r in found if r.recommended]
+    if not recommended:
+        log.warning(
+            "every %s export of this model failed the accuracy gate; using it because it was asked for", runtime
+        )
+    return recommended or found
+
+
+def choose_variant(meta: dict[str, Any], *, runtime: str = "auto", device: str | torch.device = "cpu") -> str:
+    """The variant to run: ``"torch"`` or a key of :data:`~ctseg.runtime.variants.VARIANTS`.
+
+    Parameters
+    ----------
+    meta
+        ``model.json`` content.
+    runtime
+        One of :data:`RUNTIME_CHOICES`.
+    device
+        The inference device; exported variants run on the CPU.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown runtime, an exported runtime asked for on a CUDA device, or a runtime the model has no
+        export for.
+    """
+    if runtime not in RUNTIME_CHOICES:
+        raise ConfigError(f"--runtime {runtime!r}: expected one of {', '.join(RUNTIME_CHOICES)}")
+    if runtime == TORCH:
+        return TORCH
+    dev = torch.device(device)
+    if dev.type != "cpu":
+        if runtime == "auto":
+            return TORCH
+        raise ConfigError(f"--runtime {runtime} runs on the CPU, but the device is {dev}; pass --device cpu")
+    candidates = sorted(_candidates(read_exports(meta), runtime), key=_speed_key)
+    usable = [r for r in candidates if runtime_available(r.runtime)]
+    missing = sorted({r.runtime for r in candidates} - {r.runtime for r in usable})
+    if missing and (not usable or usable[0] is not candidates[0]):
+        log.warning(
+            "%s not installed (%s); using %s",
+            " and ".join(missing),
+            INSTALL_HINT,
+            usable[0].variant if usable else TORCH,
+        )
+    if not usable:
+        return TORCH
+    return usable[0].variant
+
+
+def load_exported_predictor(folder: Path, meta: dict[str, Any], variant: str) -> WindowPredictor:
+    """A window predictor for an exported variant, after every file's sha256 is verified.
+
+    Raises
+    ------
+    CheckpointError
+        If a file is missing or changed.
+    ConfigError
+        If the variant is not recorded for the current weights.
+    """
+    record = read_exports(meta).get(variant)
+    if record is None:
+        raise ConfigError(f"the model in {folder} has no '{variant}' export; run `ctseg export`")
+    data = read_verified(folder, record)
+    files = VARIANTS[variant][2]
+    if record.runtime == "openvino":
+        return openvino_predictor(data[files[0]], data[files[1]])
+    return onnxruntime_predictor(data[files[0]])

@@ -1,0 +1,113 @@
+"""Variant choice: ``auto`` takes the fastest gate-passing export on the CPU, never a not-recommended one."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import asdict
+from typing import Any
+
+import pytest
+
+from ctseg.errors import CheckpointError, ConfigError
+from ctseg.runtime import ExportRecord, choose_variant, read_exports
+from ctseg.runtime.variants import VARIANTS
+
+WEIGHTS = "ab" * 32
+
+
+def _record(variant: str, *, recommended: bool, seconds: float | None) -> dict[str, Any]:
+    runtime, precision, files = VARIANTS[variant]
+    rec = ExportRecord(
+        variant, runtime, precision, dict.fromkeys(files, "0" * 64), WEIGHTS, [16, 16, 16], recommended, seconds
+    )
+    return asdict(rec)
+
+
+def _meta(**records: dict[str, Any]) -> dict[str, Any]:
+    return {"sha256": WEIGHTS, "exports": {k.replace("_", "-"): v for k, v in records.items()}}
+
+
+def test_auto_picks_the_fastest_recommended_variant() -> None:
+    meta = _meta(
+        openvino=_record("openvino", recommended=True, seconds=0.12),
+        openvino_int8=_record("openvino-int8", recommended=True, seconds=0.08),
+        onnxruntime=_record("onnxruntime", recommended=True, seconds=0.35),
+    )
+    assert choose_variant(meta, runtime="auto", device="cpu") == "openvino-int8"
+
+
+def test_auto_never_picks_a_not_recommended_variant() -> None:
+    meta = _meta(
+        openvino=_record("openvino", recommended=True, seconds=0.12),
+        openvino_int8=_record("openvino-int8", recommended=False, seconds=0.01),
+        onnxruntime_int8=_record("onnxruntime-int8", recommended=False, seconds=0.02),
+    )
+    assert choose_variant(meta, runtime="auto", device="cpu") == "openvino"
+    only_bad = _meta(onnxruntime_int8=_record("onnxruntime-int8", recommended=False, seconds=0.01))
+    assert choose_variant(only_bad, runtime="auto", device="cpu") == "torch"
+
+
+def test_auto_without_exports_and_on_cuda_is_torch() -> None:
+    assert choose_variant({"sha256": WEIGHTS}, runtime="auto", device="cpu") == "torch"
+    meta = _meta(openvino=_record("openvino", recommended=True, seconds=0.1))
+    assert choose_variant(meta, runtime="auto", device="cuda") == "torch"
+    with pytest.raises(ConfigError, match="runs on the CPU, but the device is cuda"):
+        choose_variant(meta, runtime="openvino", device="cuda")
+
+
+def test_exports_of_other_weights_are_ignored() -> None:
+    meta = _meta(openvino=_record("openvino", recommended=True, seconds=0.1))
+    meta["sha256"] = "cd" * 32  # the model was retrained after the export
+    assert read_exports(meta) == {}
+    assert choose_variant(meta, runtime="auto", device="cpu") == "torch"
+
+
+def test_explicit_runtime_without_export_is_refused() -> None:
+    with pytest.raises(ConfigError, match="has no onnxruntime export.*ctseg export MODEL_DIR --runtime onnxruntime"):
+        choose_variant({"sha256": WEIGHTS}, runtime="onnxruntime", device="cpu")
+    with pytest.raises(ConfigError, match="--runtime 'tensorrt': expected one of auto, torch"):
+        choose_variant({"sha256": WEIGHTS}, runtime="tensorrt", device="cpu")
+
+
+def test_explicit_runtime_prefers_its_recommended_variant(caplog: pytest.LogCaptureFixture) -> None:
+    meta = _meta(
+        onnxruntime=_record("onnxruntime", recommended=True, seconds=0.3),
+        onnxruntime_int8=_record("onnxruntime-int8", recommended=False, seconds=0.1),
+    )
+    assert choose_variant(meta, runtime="onnxruntime", device="cpu") == "onnxruntime"
+    with caplog.at_level(logging.WARNING):
+        assert choose_variant(meta, runtime="onnxruntime-int8", device="cpu") == "onnxruntime-int8"
+    assert "failed the accuracy gate" in caplog.text
+
+
+def test_missing_runtime_package_falls_back_to_torch_with_one_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` now raises ImportError
+    meta = _meta(openvino=_record("openvino", recommended=True, seconds=0.1))
+    with caplog.at_level(logging.WARNING):
+        assert choose_variant(meta, runtime="auto", device="cpu") == "torch"
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "openvino not installed (pip install 'ctseg[cpu-fast]'); using torch" in warnings[0].getMessage()
+
+
+def test_missing_fastest_runtime_falls_back_to_the_next_installed(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    meta = _meta(
+        openvino=_record("openvino", recommended=True, seconds=0.1),
+        onnxruntime=_record("onnxruntime", recommended=True, seconds=0.3),
+    )
+    with caplog.at_level(logging.WARNING):
+        assert choose_variant(meta, runtime="auto", device="cpu") == "onnxruntime"
+    assert "using onnxruntime" in caplog.text
+
+
+def test_malformed_exports_section_is_refused() -> None:
+    with pytest.raises(CheckpointError, match="'exports' is list, expected an object"):
+        read_exports({"sha256": WEIGHTS, "exports": []})
+    with pytest.raises(CheckpointError, match="export 'openvino' is malformed"):
+        read_exports({"sha256": WEIGHTS, "exports": {"openvino": {"variant": "openvino"}}})
