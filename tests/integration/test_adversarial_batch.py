@@ -312,7 +312,7 @@ def rows_zero(ws: Path, models: tuple[Path, Path]) -> Scenario:
 def nifti_500mm(ws: Path, models: tuple[Path, Path]) -> Scenario:
     ct = make_phantom(Geometry((8, 20, 20), (500.0, 500.0, 500.0)))[0]
     write_image(ct, ws / "in" / "b.nii.gz")
-    return _with_good_neighbours(ws, "b.nii.gz", {"b": "failed"}, {"b": "InputQAError: voxel spacing (500.0"})
+    return _with_good_neighbours(ws, "b.nii.gz", {"b": "failed"}, {"b": "ImageFormatError: b.nii.gz has voxel spacing (z, y, x) [500.0"})
 
 
 def nifti_0_01mm(ws: Path, models: tuple[Path, Path]) -> Scenario:
@@ -322,7 +322,7 @@ def nifti_0_01mm(ws: Path, models: tuple[Path, Path]) -> Scenario:
     affine = img.affine.copy()
     affine[:3, :3] *= 0.01 / np.linalg.norm(affine[:3, :3], axis=0)
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj), affine), ws / "in" / "b.nii.gz")
-    return _with_good_neighbours(ws, "b.nii.gz", {"b": "failed"}, {"b": "less than one voxel at the model's spacing"})
+    return _with_good_neighbours(ws, "b.nii.gz", {"b": "failed"}, {"b": "ImageFormatError: b.nii.gz has voxel spacing (z, y, x) [0.01"})
 
 
 def missing_listed_path(ws: Path, models: tuple[Path, Path]) -> Scenario:
