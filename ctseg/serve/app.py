@@ -75,6 +75,7 @@ class Service:
         self.metrics.queue_length.set_function(lambda: self.queue.counts().get("queued", 0))
         self.metrics.disk_free.set_function(self.free_bytes)
         self.metrics.models_loaded.set(sum(len(m) for m in models.values()))
+        self.metrics.start_series(names)
         self.tracker = SeriesTracker(
             config.store / "received", quiet_s=config.quiet_s, on_complete=self.series_complete
         )

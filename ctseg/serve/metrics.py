@@ -54,6 +54,10 @@ class GpuCollector(Collector):
         yield from (util, used, total)
 
 
+#: The stages a job's latency is recorded for (``ctseg_job_duration_seconds{stage=...}``).
+STAGES = ("receive", "queue", "read", "infer", "write", "send", "total")
+
+
 class ServeMetrics:
     """The service's metric objects, registered in their own :class:`CollectorRegistry`."""
 
@@ -91,6 +95,18 @@ class ServeMetrics:
             "ctseg_store_free_bytes", "Free space in the store's file system", registry=self.registry
         )
         self.models_loaded = Gauge("ctseg_models_loaded", "Models held in memory", registry=self.registry)
+
+    def start_series(self, model_names: list[str]) -> None:
+        """Create every stage x model latency series and every status counter at zero.
+
+        A series that first appears already holding its jobs gives ``rate()`` nothing to compare with, so the first
+        jobs after a start would be invisible to latency queries; zeros from the start make them count.
+        """
+        for model in model_names:
+            for stage in STAGES:
+                self.job_duration.labels(stage, model)
+        for status in ("done", "failed"):
+            self.jobs.labels(status)
 
     def render(self) -> bytes:
         """The text exposition format of every metric."""

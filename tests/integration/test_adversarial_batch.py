@@ -439,7 +439,7 @@ def two_series_one_study(ws: Path, models: tuple[Path, Path]) -> Scenario:
     def check(out: Path, res: Result) -> None:
         series = case_json(out, "st")["series"]
         assert isinstance(series, dict) and series["uid"] == thin and series["number"] == "2"
-        assert "most slices (6)" in series["reason"]
+        assert "6 slices" in series["reason"] and "2 of 2 series ranked" in series["reason"]
 
     return Scenario(predict(ws, folder), 0, {"st": "ok"}, check=check)
 
@@ -542,7 +542,7 @@ def test_batch_of_20_with_6_bad(tmp_path: Path, models: tuple[Path, Path]) -> No
         9: ("tilted_zero", ""),
         10: ("empty", "NO_DICOM"),
         18: ("ghost", "does not exist"),
-        19: ("huge.nii.gz", "InputQAError"),
+        19: ("huge.nii.gz", "ImageFormatError"),
     }
     write_dicom_series(tmp_path / "in" / "mr", make_volume(shape=(6, 16, 16)), modality="MR")
     paths = sorted(study(tmp_path / "in" / "truncated").glob("*.dcm"))

@@ -59,7 +59,8 @@ def _segment_unless_cancelled(image: Any, model_dir: Path | str, **kwargs: Any) 
     A ``str`` is a ``ctseg serve`` URL (token from ``CTSEG_SERVE_TOKEN``); the server's model does the work."""
     try:
         if isinstance(model_dir, str):
-            kwargs.pop("device", None)
+            kwargs.pop("device", None)  # the server's device and runtime do the work
+            kwargs.pop("runtime", None)
             token = os.environ.get("CTSEG_SERVE_TOKEN")
             return run_remote_segmentation(image, model_dir, token=token, **kwargs)
         return run_segmentation(image, model_dir, **kwargs)

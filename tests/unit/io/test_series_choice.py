@@ -22,6 +22,8 @@ AXIAL = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0))
 CORONAL = ((1.0, 0.0, 0.0), (0.0, 0.0, -1.0))
 SAGITTAL = ((0.0, 1.0, 0.0), (0.0, 0.0, -1.0))
 ORIGINAL = ["ORIGINAL", "PRIMARY", "AXIAL"]
+#: The series written by one test belong to one study, as in a real examination.
+STUDY_UID = "1.2.826.0.1.3680043.8.498.1"
 
 
 def write_series(
@@ -45,6 +47,7 @@ def write_series(
     normal = np.cross(row, col)
     ipps = [tuple(k * step * normal) for k in range(n)]
     extra: dict[str, Any] = {
+        "StudyInstanceUID": STUDY_UID,
         "Manufacturer": manufacturer,
         "ImageType": image_type or ORIGINAL,
         "SliceThickness": f"{thickness:g}",
