@@ -300,7 +300,14 @@ def _parse_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
     metavar="NAME=VALUE,...",
     help="Train on some classes of a larger label map, e.g. liver=5,spleen=1.",
 )
-@click.option("--epochs", type=int, help="Number of epochs (also extends a resumed run).")
+@click.option(
+    "--epochs", type=int, help="Train exactly this many epochs instead of a time budget (also extends a resumed run)."
+)
+@click.option(
+    "--time-budget",
+    metavar="DURATION",
+    help="Fit the schedule to finish in this time, e.g. 90s, 20m, 2h, 1d (the cpu plan's default is 15m).",
+)
 @click.option(
     "--budget",
     type=click.Choice(["cpu", "gpu"]),
@@ -328,6 +335,7 @@ def train(
     sets: tuple[str, ...],
     label_subset: str | None,
     epochs: int | None,
+    time_budget: str | None,
     budget: str,
     device: str,
     resume: bool,
@@ -337,13 +345,16 @@ def train(
 ) -> None:
     """Train a 3D U-Net on DATASET (nnU-Net v2 raw layout) and write a model folder.
 
-    Plans the target spacing, normalisation, network and patch from the data (see plan.yaml in the run folder),
-    caches the preprocessed cases once, trains with Dice + cross-entropy and mixed precision, validates with
-    sliding-window inference, checkpoints every epoch and on Ctrl-C/SIGTERM, and keeps the best model.
+    Plans the target spacing, normalisation, network and patch from the data (see plan.yaml in the run folder,
+    whose comments say why), caches the preprocessed cases once, trains with Dice + cross-entropy and mixed
+    precision, validates with sliding-window inference, checkpoints every epoch and on Ctrl-C/SIGTERM, and keeps
+    the best model. The cpu plan trains for a time budget (15 minutes unless --time-budget or --epochs says
+    otherwise): it measures its step time and fits epochs, validation cadence and learning-rate horizon to it.
 
     \b
     Examples:
       ctseg train /data/Dataset001 --out runs/liver --labels liver=5,spleen=1
+      ctseg train /data/Dataset001 --out runs/quick --time-budget 5m
       ctseg train /data/Dataset001 --out runs/liver --resume --epochs 80
       ctseg train /data/Dataset001 --out runs/big --budget gpu --nproc 4
       torchrun --nproc_per_node=4 -m ctseg train /data/Dataset001 --out runs/big --budget gpu
@@ -373,8 +384,16 @@ def train(
     from ctseg.train.runner import train as run_training
 
     overrides = _parse_overrides(sets)
+    if epochs is not None and time_budget is not None:
+        from ctseg.errors import ConfigError
+
+        raise ConfigError("--epochs and --time-budget both set the schedule; give one of them")
     if epochs is not None:
         overrides.setdefault("train", {})["epochs"] = epochs
+    if time_budget is not None:
+        from ctseg.train.budget import parse_duration
+
+        overrides.setdefault("train", {})["time_budget_minutes"] = parse_duration(time_budget)
     if deterministic:
         overrides.setdefault("train", {})["deterministic"] = True
     if not resume and (run_dir / "checkpoint.pt").exists():
@@ -398,7 +417,10 @@ def train(
         click.echo(f"interrupted at step {result.steps}; continue with: ctseg train {dataset} --out {run_dir} --resume")
         raise SystemExit(130)
     dice = ", ".join(f"{d:.3f}" for d in result.best_dice)
-    click.echo(f"trained {result.epochs} epochs ({result.steps} steps); best validation Dice per class: {dice}")
+    click.echo(
+        f"trained {result.epochs} epochs ({result.steps} steps) in {result.seconds / 60:.1f} min; "
+        f"best validation Dice per class: {dice}"
+    )
     click.echo(f"model: {result.model_dir}  run: {result.run_dir}")
 
 

@@ -1,4 +1,5 @@
-"""Golden check on a real CT: the whole training pipeline overfits TotalSegmentator's example to Dice >= 0.9."""
+"""Golden check on a real CT: ``ctseg train``'s defaults, given only a time budget, overfit TotalSegmentator's example
+to Dice >= 0.9 (no tuned options: the test checks what a user gets)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ from ctseg.train.runner import TrainOptions, train
 
 #: name -> value in example_seg_fast_force_split.nii.gz (TotalSegmentator 'total' ids, see SOURCE.txt).
 CLASSES = {"liver": 5, "spleen": 1, "kidney_right": 2, "kidney_left": 3, "aorta": 52}
+#: The only option set. On the 2-core development CPU the plan's steps take about 0.15 s, so 7 minutes give the
+#: ~1000+ steps after which every class passed 0.9 in benchmarks/evidence/train_sweep_1500steps.txt.
+BUDGET_MINUTES = 7.0
 
 
 @pytest.mark.golden
@@ -25,16 +29,7 @@ def test_real_ct_overfit_liver_spleen(shared_data: Path, tmp_path: Path) -> None
     (ds / "imagesTr" / "abdomen_0000.nii.gz").symlink_to(src / "example_ct.nii.gz")
     (ds / "labelsTr" / "abdomen.nii.gz").symlink_to(src / "example_seg_fast_force_split.nii.gz")
     (ds / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "labels": {"background": 0, **CLASSES}}))
-    overrides = {
-        "train": {
-            "epochs": 40,
-            "steps_per_epoch": 50,
-            "val_every": 10,
-            "learning_rate": 3e-3,
-            "mirror_axes": [],
-            "augment": False,
-        }
-    }
+    overrides = {"train": {"time_budget_minutes": BUDGET_MINUTES}}
     train(
         TrainOptions(
             dataset=ds,
@@ -49,6 +44,8 @@ def test_real_ct_overfit_liver_spleen(shared_data: Path, tmp_path: Path) -> None
     ref = np.asarray(read_volume(ds / "labelsTr" / "abdomen.nii.gz").array)
     pred = ctseg.segment(image, ctseg.load_model(tmp_path / "model"))
     assert pred.geometry == image.geometry
-    for k, name in ((1, "liver"), (2, "spleen")):
-        p, r = pred.array == k, ref == CLASSES[name]
-        assert 2 * (p & r).sum() / (p.sum() + r.sum()) >= 0.9, name
+    dice = {}
+    for k, (name, value) in enumerate(CLASSES.items(), start=1):
+        p, r = pred.array == k, ref == value
+        dice[name] = round(float(2 * (p & r).sum() / (p.sum() + r.sum())), 3)
+    assert all(d >= 0.9 for d in dice.values()), dice
