@@ -272,6 +272,26 @@ def _parse_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
+def _train_overrides(
+    sets: tuple[str, ...], epochs: int | None, time_budget: str | None, deterministic: bool
+) -> dict[str, Any]:
+    """``--set`` values plus the options that are config keys (``--epochs``, ``--time-budget``, ``--deterministic``)."""
+    from ctseg.errors import ConfigError
+    from ctseg.train.budget import parse_duration
+
+    overrides = _parse_overrides(sets)
+    if epochs is not None and time_budget is not None:
+        raise ConfigError("--epochs and --time-budget both set the schedule; give one of them")
+    train = overrides.setdefault("train", {})
+    if epochs is not None:
+        train["epochs"] = epochs
+    if time_budget is not None:
+        train["time_budget_minutes"] = parse_duration(time_budget)
+    if deterministic:
+        train["deterministic"] = True
+    return overrides
+
+
 @cli.command()
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
@@ -383,19 +403,7 @@ def train(
     from ctseg.train.runner import TrainOptions
     from ctseg.train.runner import train as run_training
 
-    overrides = _parse_overrides(sets)
-    if epochs is not None and time_budget is not None:
-        from ctseg.errors import ConfigError
-
-        raise ConfigError("--epochs and --time-budget both set the schedule; give one of them")
-    if epochs is not None:
-        overrides.setdefault("train", {})["epochs"] = epochs
-    if time_budget is not None:
-        from ctseg.train.budget import parse_duration
-
-        overrides.setdefault("train", {})["time_budget_minutes"] = parse_duration(time_budget)
-    if deterministic:
-        overrides.setdefault("train", {})["deterministic"] = True
+    overrides = _train_overrides(sets, epochs, time_budget, deterministic)
     if not resume and (run_dir / "checkpoint.pt").exists():
         from ctseg.errors import ConfigError
 

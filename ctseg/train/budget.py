@@ -4,7 +4,8 @@ How a budgeted run goes (``train.time_budget_minutes`` set):
 
 1. The clock starts when ``ctseg train`` starts, so planning and caching count against the budget too.
 2. The first :data:`WARMUP_STEPS` steps are not timed (worker start-up, first allocations); the next
-   :data:`MEASURE_STEPS` are. Meanwhile the learning rate stays at its initial value (the horizon is open).
+   :data:`MEASURE_STEPS` are (fewer, at least :data:`MIN_MEASURE_STEPS`, once they take :data:`MEASURE_SHARE` of
+   the budget). Meanwhile the learning rate stays at its initial value (the horizon is open).
 3. :func:`fit_schedule` then picks the number of epochs (a whole number, so the last epoch ends with a validation) and
    the validation cadence (:data:`VALIDATIONS` validations per run, at most :data:`MAX_VALIDATION_SHARE` of the
    budget) so that steps + validations + :data:`FINISH_RESERVE_S` fit in the time left. The cosine/poly horizon is
@@ -28,6 +29,8 @@ from ctseg.errors import ConfigError
 
 WARMUP_STEPS = 2
 MEASURE_STEPS = 8
+MIN_MEASURE_STEPS = 2
+MEASURE_SHARE = 0.05
 VALIDATIONS = 10
 MAX_VALIDATION_SHARE = 0.15
 FINISH_RESERVE_S = 3.0
@@ -142,10 +145,12 @@ def validation_estimate_s(
 class BudgetClock:
     """The measurements and the fitted schedule of a budgeted run (one per process, never saved).
 
-    ``deadline`` is a :func:`time.monotonic` time; ``fitted`` becomes True after the first :meth:`fit`.
+    ``deadline`` is a :func:`time.monotonic` time, ``budget_s`` the whole budget; ``fitted`` becomes True once the
+    runner has fitted the schedule.
     """
 
     deadline: float
+    budget_s: float
     start_step: int
     measure_from: float | None = None  # monotonic time at which timing starts (after the warm-up steps)
     measured_steps: int = 0
@@ -162,7 +167,10 @@ class BudgetClock:
             self.measure_from = time.monotonic()
         elif self.measure_from is not None:
             self.measured_steps += 1
-        return not self.fitted and self.measured_steps >= MEASURE_STEPS
+        if self.fitted or self.measure_from is None:
+            return False
+        long_enough = time.monotonic() - self.measure_from >= MEASURE_SHARE * self.budget_s
+        return self.measured_steps >= MEASURE_STEPS or (self.measured_steps >= MIN_MEASURE_STEPS and long_enough)
 
     def step_seconds(self) -> float:
         """Mean wall time of a timed step, validations excluded (data waits, metrics and checkpoints included)."""

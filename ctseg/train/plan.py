@@ -16,7 +16,7 @@ Rules (after nnU-Net v2, simplified and written down):
   all axes 0.86/0.31/0.75/0.79/0.30 for liver/spleen/kidney_right/kidney_left/aorta; axes 0 and 1 only
   0.91/0.87/0.81/0.89/0.81; none 0.95/0.95/0.96/0.95/0.93);
 * learning rate: AdamW 3e-3 on the ``cpu`` budget. 1e-3 and 3e-3 end level after 1500 steps (within 0.01 per class),
-  3e-3 is ahead at 1000 steps on the weakest class (aorta 0.92 vs 0.90) and a time budget often stops there; 1e-2 is
+  3e-3 is ahead at 1000 steps on the weakest class (0.92 vs 0.90) and a time budget often stops there; 1e-2 is
   worse (aorta 0.90 at 1500). The ``gpu`` budget keeps nnU-Net's SGD 1e-2 with poly decay;
 * augmentation: on. Switching it off gains about 0.01 Dice when a model is scored on its own training scan (the only
   score the 2-case sweep can give), while augmentation is what nnU-Net relies on for scans it has not seen;

@@ -190,9 +190,9 @@ def train(options: TrainOptions) -> TrainResult:
             while progress.step < progress.epochs_total * t.steps_per_epoch and not interrupted:
                 epoch, interrupted = _train_epoch(run, trainer, progress, batches, bar, stop)
                 if progress.step % t.steps_per_epoch == 0:
-                    _end_epoch(run, trainer, progress, epoch)
                     if clock is not None and clock.fitted:
-                        _fit(run, trainer, progress, bar)
+                        _fit(run, trainer, progress, bar)  # first: if it ends the run here, this epoch validates
+                    _end_epoch(run, trainer, progress, epoch)
                     if info.is_main:
                         _checkpoint(run, trainer, progress)
         finally:
@@ -221,7 +221,8 @@ def _start_schedule(
         return None
     progress.epochs_total, progress.val_every = OPEN_EPOCHS, OPEN_EPOCHS
     log.info("time budget %.1f min: measuring the step time", t.time_budget_minutes)
-    return BudgetClock(deadline=started + t.time_budget_minutes * 60.0, start_step=progress.step)
+    budget_s = t.time_budget_minutes * 60.0
+    return BudgetClock(deadline=started + budget_s, budget_s=budget_s, start_step=progress.step)
 
 
 def _fit(run: _Run, trainer: Trainer, progress: Progress, bar: Any) -> None:

@@ -149,7 +149,9 @@ def update_plan(run_dir: Path, config: RunConfig, notes: tuple[str, ...]) -> Non
 def _plan_text(config: RunConfig, notes: tuple[str, ...]) -> str:
     t = config.train
     if t.time_budget_minutes is None:
-        now = f"this run: {t.epochs} epochs x {t.steps_per_epoch} steps, validation every {t.val_every} (no time budget)"
+        now = (
+            f"this run: {t.epochs} epochs x {t.steps_per_epoch} steps, validation every {t.val_every} (no time budget)"
+        )
     else:
         now = (
             f"this run: time budget {t.time_budget_minutes:g} min; epochs and val_every below are fitted to it "

@@ -21,7 +21,7 @@ BUDGET_MINUTES = 7.0
 
 
 @pytest.mark.golden
-def test_real_ct_overfit_liver_spleen(shared_data: Path, tmp_path: Path) -> None:
+def test_real_ct_defaults_with_a_time_budget_overfit_all_classes(shared_data: Path, tmp_path: Path) -> None:
     src = shared_data / "totalseg_abdomen"
     ds = tmp_path / "Dataset900"
     (ds / "imagesTr").mkdir(parents=True)

@@ -62,9 +62,16 @@ def test_validation_estimate_counts_windows() -> None:
 
 
 def test_clock_measures_after_warm_up() -> None:
-    clock = BudgetClock(deadline=1e18, start_step=5)
+    clock = BudgetClock(deadline=1e18, budget_s=1e18, start_step=5)
     due = [clock.after_step(s) for s in range(6, 6 + 10)]
     assert due == [False] * 9 + [True] and clock.measured_steps == 8 and clock.step_seconds() >= 0.0
+
+
+def test_clock_measures_less_when_the_budget_is_tiny() -> None:
+    clock = BudgetClock(deadline=0.0, budget_s=0.0, start_step=0)  # every measured step is "long enough"
+    assert [clock.after_step(s) for s in range(1, 6)] == [False, False, False, True, True]
+    clock.fitted = True
+    assert not clock.after_step(6)
 
 
 def test_format_seconds() -> None:
