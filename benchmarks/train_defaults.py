@@ -77,7 +77,11 @@ def main() -> None:
     build_dataset(args.data / "totalseg_abdomen", ds)
     labels = ",".join(f"{k}={v}" for k, v in CLASSES.items())
     run, model, pred = work / "run", work / "model", work / "pred"
-    print(f"CPU: {cpu_description()}; torch threads: {os.environ.get('OMP_NUM_THREADS', 'default')}", flush=True)
+    print(
+        f"CPU: {cpu_description()}; torch threads: {os.environ.get('OMP_NUM_THREADS', 'default')}; "
+        f"load average at the start {os.getloadavg()[0]:.1f} (other processes on the CPU slow the steps)",
+        flush=True,
+    )
     budget = f"{args.budget_minutes:g}m"
     train_s = ctseg(
         "train",
@@ -112,6 +116,8 @@ def main() -> None:
     metrics = work / "metrics.csv"
     ctseg("evaluate", str(pred), str(ref), "--out", str(metrics), "--labels", str(model / "model.json"), log=log)
     plan = yaml.safe_load((run / "plan.yaml").read_text())["train"]
+    epochs = list(csv.DictReader((run / "metrics.csv").open()))
+    step_s = sum(float(r["train_seconds"]) for r in epochs) / max(int(epochs[-1]["step"]), 1)
     rows = list(csv.DictReader(metrics.open()))
     split = json.loads((run / "split.json").read_text())
     steps = plan["epochs"] * plan["steps_per_epoch"]
@@ -120,6 +126,7 @@ def main() -> None:
         f"{plan['steps_per_epoch']} steps = {steps} steps, validation every {plan['val_every']} epochs, "
         f"lr {plan['learning_rate']:g}, mirror_axes {plan['mirror_axes']}, augment {plan['augment']}"
     )
+    print(f"mean step {step_s:.2f} s (metrics.csv); load average at the end {os.getloadavg()[0]:.1f}")
     print(f"ctseg predict (2 scans): {predict_s:.0f} s; split {split}")
     print(f"{'case':8s} " + " ".join(f"{c:>12s}" for c in CLASSES))
     for case in sorted({r["case"] for r in rows}):
