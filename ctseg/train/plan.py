@@ -43,8 +43,9 @@ from ctseg.volume import Volume
 ANISOTROPY_RATIO = 3.0
 BUDGETS = ("cpu", "gpu")
 #: The ``cpu`` plan's default time budget. On the real 2-case abdominal CT every class passed Dice 0.9 after about
-#: 1000 steps (benchmarks/evidence/train_sweep_1500steps.txt); a 2-core CPU runs the cpu plan's steps in 0.3-0.6 s,
-#: so 15 minutes leaves 1.5-2x that margin, and is a wait a user accepts before seeing a first model.
+#: 1000 steps (benchmarks/evidence/train_sweep_1500steps.txt); an idle 2-core CPU runs the cpu plan's steps in about
+#: 0.15-0.3 s, so 15 minutes buys 3000+ steps: room for a busier CPU or a larger dataset, and still a wait a user
+#: accepts before seeing a first model.
 CPU_BUDGET_MINUTES = 15.0
 CPU_LEARNING_RATE = 3e-3
 #: Label-name fragments of structures that exist on one side of the body (or are asymmetric across it).

@@ -15,8 +15,8 @@ from ctseg.train.runner import TrainOptions, train
 
 #: name -> value in example_seg_fast_force_split.nii.gz (TotalSegmentator 'total' ids, see SOURCE.txt).
 CLASSES = {"liver": 5, "spleen": 1, "kidney_right": 2, "kidney_left": 3, "aorta": 52}
-#: The only option set. On the 2-core development CPU the plan's steps take about 0.15 s, so 7 minutes give the
-#: ~1000+ steps after which every class passed 0.9 in benchmarks/evidence/train_sweep_1500steps.txt.
+#: The only option set. On an idle 2-core CPU the plan's steps take about 0.15 s, so 7 minutes give well over the
+#: ~1000 steps after which every class passed 0.9 in benchmarks/evidence/train_sweep_1500steps.txt.
 BUDGET_MINUTES = 7.0
 
 
