@@ -5,7 +5,8 @@ How a budgeted run goes (``train.time_budget_minutes`` set):
 1. The clock starts when ``ctseg train`` starts, so planning and caching count against the budget too.
 2. The first :data:`WARMUP_STEPS` steps are not timed (worker start-up, first allocations); the next
    :data:`MEASURE_STEPS` are (fewer, at least :data:`MIN_MEASURE_STEPS`, once they take :data:`MEASURE_SHARE` of
-   the budget). Meanwhile the learning rate stays at its initial value (the horizon is open).
+   the budget; none once the budget is spent). Meanwhile the learning rate stays at its initial value (the horizon is
+   open).
 3. :func:`fit_schedule` then picks the number of epochs (a whole number, so the last epoch ends with a validation) and
    the validation cadence (:data:`VALIDATIONS` validations per run, at most :data:`MAX_VALIDATION_SHARE` of the
    budget) so that steps + validations + :data:`FINISH_RESERVE_S` fit in the time left. The cosine/poly horizon is
@@ -167,7 +168,11 @@ class BudgetClock:
             self.measure_from = time.monotonic()
         elif self.measure_from is not None:
             self.measured_steps += 1
-        if self.fitted or self.measure_from is None:
+        if self.fitted:
+            return False
+        if self.seconds_left() <= 0:
+            return True  # already out of time (slow set-up, or a busy CPU): fit now, which ends the current epoch
+        if self.measure_from is None:
             return False
         long_enough = time.monotonic() - self.measure_from >= MEASURE_SHARE * self.budget_s
         return self.measured_steps >= MEASURE_STEPS or (self.measured_steps >= MIN_MEASURE_STEPS and long_enough)

@@ -291,8 +291,8 @@ def test_time_budget_finishes_in_time_and_resume_keeps_its_horizon(phantoms: Pat
     t0 = time.monotonic()
     out = _train(*args, "--time-budget", "20s", "--set", "train.learning_rate=3e-3")
     # budget + tolerance: the epoch under way when the time runs out, the final validation and saving the model,
-    # all slower when other processes share the CPU (the default, a 15-minute budget, would take 45x longer)
-    assert time.monotonic() - t0 < 20 + 40, out
+    # all several times slower when other processes crowd the CPU (the default, a 15-minute budget, takes 45x longer)
+    assert time.monotonic() - t0 < 20 + 70, out
     assert (model_dir / "model.pt").is_file() and (model_dir / "model.json").is_file()
     plan = yaml.safe_load((run / "plan.yaml").read_text())
     state = torch.load(run / "checkpoint.pt", weights_only=True)

@@ -68,10 +68,15 @@ def test_clock_measures_after_warm_up() -> None:
 
 
 def test_clock_measures_less_when_the_budget_is_tiny() -> None:
-    clock = BudgetClock(deadline=0.0, budget_s=0.0, start_step=0)  # every measured step is "long enough"
+    clock = BudgetClock(deadline=1e18, budget_s=0.0, start_step=0)  # every measured step is "long enough"
     assert [clock.after_step(s) for s in range(1, 6)] == [False, False, False, True, True]
     clock.fitted = True
     assert not clock.after_step(6)
+
+
+def test_clock_fits_at_once_when_the_budget_is_spent() -> None:
+    clock = BudgetClock(deadline=0.0, budget_s=10.0, start_step=0)
+    assert clock.after_step(1) and clock.step_seconds() == 0.0
 
 
 def test_format_seconds() -> None:
