@@ -383,8 +383,9 @@ def _train_epoch(
         postfix = {"loss": f"{result.loss:.4f}", "epoch": progress.epoch + 1, "lr": f"{lr:.2e}"}
         if run.clock is not None:
             postfix["budget_left"] = format_seconds(run.clock.seconds_left())
+            due = run.clock.after_step(progress.step)  # counts every step: refits divide the time by it
             # rank 0 decides when the first fit is due (its clock), so every rank joins the fit's broadcast
-            if not run.clock.fitted and broadcast_flag(run.info, run.clock.after_step(progress.step)):
+            if not run.clock.fitted and broadcast_flag(run.info, due):
                 _fit(run, trainer, progress, bar)
         bar.set_postfix(postfix)
         epoch_done = progress.step % t.steps_per_epoch == 0

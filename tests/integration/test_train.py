@@ -300,6 +300,8 @@ def test_time_budget_finishes_in_time_and_resume_keeps_its_horizon(phantoms: Pat
     assert plan["train"]["time_budget_minutes"] == pytest.approx(1 / 3) and plan["train"]["learning_rate"] == 3e-3
     assert state["epochs_total"] == epochs and state["epoch"] == epochs and state["step"] == epochs * 3
     assert epochs >= 2 and f"trained {epochs} epochs" in out
+    rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["lr"] > 0 for r in rows[:-1]), rows  # the horizon never fell behind the steps trained
     assert "# mirror_axes []: CT is reoriented canonically" in (run / "plan.yaml").read_text()
     # --resume without new settings continues the recorded horizon (here: it is complete), --epochs extends it.
     assert f"trained {epochs} epochs ({epochs * 3} steps)" in _train(*args, "--resume")
