@@ -242,7 +242,7 @@ def demo(out_dir: Path, seed: int) -> None:
     Writes phantom CTs (training cases as NIfTI, held-out cases as DICOM series with varied spacing, orientation
     and patient position), trains a model with `ctseg train`'s defaults and a 2.5-minute time budget, predicts the
     held-out DICOM folders with `ctseg predict` (NIfTI, DICOM SEG, stats, previews), scores them with `ctseg
-    evaluate`, and prints Dice per structure. About 3-4 minutes on a 2-core CPU.
+    evaluate`, and prints Dice per structure. About 3 minutes on a 2-core CPU.
 
     \b
     Examples:
