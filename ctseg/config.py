@@ -14,6 +14,7 @@ is trained (kept with the run), ``TrainOptions`` is what this invocation of ``ct
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -30,6 +31,13 @@ T = TypeVar("T")
 ARCHITECTURES = ("unet", "dynunet")
 #: The values ``PreprocessConfig.normalization`` may take.
 NORMALIZATIONS = ("window", "zscore")
+#: The values ``TrainConfig.optimizer`` and ``TrainConfig.loss`` may take.
+OPTIMIZERS = ("adamw", "sgd")
+LOSSES = ("dice_ce", "dice")
+#: ``TrainConfig.time_budget_minutes`` range: 10 seconds (tests, smoke runs) to 30 days.
+MIN_BUDGET_MINUTES, MAX_BUDGET_MINUTES = 10 / 60, 30 * 24 * 60.0
+MAX_WORKERS = 256
+MIN_PATCH_EDGE, MAX_PATCH_EDGE = 4, 1024
 
 
 @dataclass(frozen=True)
@@ -61,7 +69,11 @@ class PreprocessConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation and sampling."""
+    """Optimisation and sampling. Ranges are checked at construction (:class:`ConfigError` naming the key).
+
+    ``time_budget_minutes``: when set, ``ctseg train`` measures its step time and fits ``epochs`` and ``val_every``
+    (and so the learning-rate horizon) to finish in that time; ``None`` trains exactly ``epochs`` epochs.
+    """
 
     epochs: int = 50
     steps_per_epoch: int = 50
@@ -74,7 +86,7 @@ class TrainConfig:
     grad_accumulation: int = 1
     loss: str = "dice_ce"  # "dice_ce" or "dice"
     foreground_fraction: float = 0.33
-    mirror_axes: tuple[int, ...] = (0, 1, 2)  # mirroring augmentation; () for lateralised anatomy on small data
+    mirror_axes: tuple[int, ...] = ()  # mirroring augmentation axes; the plan says why (none for CT)
     augment: bool = True
     amp: bool = True
     num_workers: int = 1
@@ -82,6 +94,41 @@ class TrainConfig:
     checkpoint_minutes: float = 10.0
     seed: int = 0
     deterministic: bool = False
+    time_budget_minutes: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "steps_per_epoch", "batch_size", "grad_accumulation", "val_every"):
+            _check_range(f"train.{name}", getattr(self, name), 1, None)
+        _check_range("train.num_workers", self.num_workers, 0, MAX_WORKERS)
+        _check_range("train.seed", self.seed, 0, None)
+        for edge in self.patch_size:
+            _check_range("train.patch_size", edge, MIN_PATCH_EDGE, MAX_PATCH_EDGE)
+        _check_range("train.learning_rate", self.learning_rate, 0.0, 1.0, low_open=True)
+        _check_range("train.weight_decay", self.weight_decay, 0.0, 1.0)
+        _check_range("train.grad_clip", self.grad_clip, 0.0, None, low_open=True)
+        _check_range("train.foreground_fraction", self.foreground_fraction, 0.0, 1.0)
+        _check_range("train.checkpoint_minutes", self.checkpoint_minutes, 0.0, None, low_open=True)
+        if self.time_budget_minutes is not None:
+            _check_range("train.time_budget_minutes", self.time_budget_minutes, MIN_BUDGET_MINUTES, MAX_BUDGET_MINUTES)
+        _check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("train.loss", self.loss, LOSSES)
+        if len(set(self.mirror_axes)) != len(self.mirror_axes) or any(a not in (0, 1, 2) for a in self.mirror_axes):
+            raise ConfigError(
+                f"train.mirror_axes is {list(self.mirror_axes)}; expected distinct axes from 0, 1, 2 (or [] for none)"
+            )
+
+
+def _check_range(key: str, value: float, low: float, high: float | None, *, low_open: bool = False) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is finite and in ``[low, high]`` (``(low, high]`` if low_open)."""
+    too_low = value <= low if low_open else value < low
+    if not math.isfinite(value) or too_low or (high is not None and value > high):
+        bounds = f"{'(' if low_open else '['}{low:g}, {'inf)' if high is None else f'{high:g}]'}"
+        raise ConfigError(f"{key} is {value!r}; expected a number in {bounds}")
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key} is {value!r}; expected one of {', '.join(choices)}")
 
 
 @dataclass(frozen=True)
@@ -126,6 +173,14 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         return None if value is None else _convert(members[0], value, where)
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):
+        # YAML 1.1 reads ``3e-3`` (no dot) as a string; a number written that way is still a number.
+        try:
+            return float(value.strip())
+        except ValueError:
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if tp is float:
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
     if tp in (int, str, bool) and type(value) is not tp:
         raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
     return value

@@ -92,6 +92,15 @@ def broadcast_flag(info: DistInfo, flag: bool) -> bool:
     return bool(t.item())
 
 
+def broadcast_ints(info: DistInfo, values: list[int]) -> list[int]:
+    """Rank 0's ``values`` on every rank (e.g. a schedule fitted from rank 0's timings)."""
+    if not (info.enabled and dist.is_initialized()):
+        return list(values)
+    t = torch.tensor(values, dtype=torch.int64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.broadcast(t, 0)
+    return [int(v) for v in t.tolist()]
+
+
 def shutdown(info: DistInfo) -> None:
     """Leave the process group."""
     if info.enabled and dist.is_initialized():

@@ -28,7 +28,8 @@ class TrainState:
     """A training run between two steps: what :func:`save_checkpoint` writes and :func:`load_checkpoint` reads.
 
     ``best`` is the best mean validation Dice so far (-1 before the first validation) and ``best_dice`` its
-    per-class values; ``step`` counts optimiser steps, ``epoch`` finished epochs.
+    per-class values; ``step`` counts optimiser steps, ``epoch`` finished epochs. ``epochs_total`` and ``val_every``
+    are the schedule the run follows (fitted to its time budget, or the config's); 0 when not yet fitted.
     """
 
     model: dict[str, Any]
@@ -41,6 +42,8 @@ class TrainState:
     best_dice: tuple[float, ...]
     torch_rng: torch.Tensor
     cuda_rng: tuple[torch.Tensor, ...] = ()
+    epochs_total: int = 0
+    val_every: int = 0
     ctseg_version: str = __version__
 
     def to_dict(self) -> dict[str, Any]:
@@ -61,7 +64,8 @@ class TrainState:
         """
         if not isinstance(data, dict):
             raise CheckpointError(f"{where}: expected a mapping, got {type(data).__name__}")
-        required = [f.name for f in fields(cls) if f.name not in ("cuda_rng", "ctseg_version")]
+        optional = ("cuda_rng", "epochs_total", "val_every", "ctseg_version")
+        required = [f.name for f in fields(cls) if f.name not in optional]
         missing = [k for k in required if k not in data]
         if missing:
             raise CheckpointError(f"{where}: missing key(s) {', '.join(missing)}; it was not written by ctseg train")
@@ -77,6 +81,11 @@ class TrainState:
             raise CheckpointError(f"{where}: best Dice {best!r} must be -1 (none yet) or in [0, 1]")
         if not isinstance(data["torch_rng"], torch.Tensor):
             raise CheckpointError(f"{where}: 'torch_rng' must be a tensor (torch.get_rng_state())")
+        epochs_total, val_every = data.get("epochs_total", 0), data.get("val_every", 0)
+        if not (isinstance(epochs_total, int) and isinstance(val_every, int) and epochs_total >= 0 and val_every >= 0):
+            raise CheckpointError(
+                f"{where}: epochs_total {epochs_total!r} and val_every {val_every!r} must be integers >= 0"
+            )
         best_dice = tuple(float(v) for v in data["best_dice"])
         if any(not math.isnan(v) and not 0.0 <= v <= 1.0 for v in best_dice):
             raise CheckpointError(f"{where}: best_dice {list(best_dice)} must be values in [0, 1] or NaN")
@@ -91,6 +100,8 @@ class TrainState:
             best_dice=best_dice,
             torch_rng=data["torch_rng"],
             cuda_rng=tuple(data.get("cuda_rng", ())),
+            epochs_total=epochs_total,
+            val_every=val_every,
             ctseg_version=str(data.get("ctseg_version", "")),
         )
 

@@ -2,7 +2,8 @@
 
 One straight loop (nanoGPT style), read top to bottom in :func:`train`: set up (:mod:`ctseg.train.setup`), resume
 from a :class:`~ctseg.train.checkpoint.TrainState`, run epochs (:func:`_train_epoch`, then :func:`_end_epoch` for
-validation, metrics and the checkpoint) and finish (:func:`_finish`). The run folder holds ``plan.yaml``,
+validation, metrics and the checkpoint) and finish (:func:`_finish`). A run with ``train.time_budget_minutes``
+fits its schedule to the budget as it goes (:mod:`ctseg.train.budget`; :func:`_fit`). The run folder holds ``plan.yaml``,
 ``fingerprint.json``, ``split.json``, ``checkpoint.pt``, ``metrics.csv``/``.jsonl``, ``progress.png`` and
 ``manifest.json``; the model artefact (``model.pt`` + ``model.json``) goes to ``models/<name>/`` (or
 ``--model-dir``).
@@ -14,9 +15,9 @@ import logging
 import math
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +29,43 @@ from ctseg._version import __version__
 from ctseg.colors import label_colors
 from ctseg.config import RunConfig, to_dict
 from ctseg.device import resolve_device
-from ctseg.distributed import DistInfo, barrier, broadcast_flag, dist_info_from_env, init_distributed, shutdown
+from ctseg.distributed import (
+    DistInfo,
+    barrier,
+    broadcast_flag,
+    broadcast_ints,
+    dist_info_from_env,
+    init_distributed,
+    shutdown,
+)
 from ctseg.io.model_files import ModelCard, TrainingSummary, save_model_files
 from ctseg.preprocess.pipeline import background_value
+from ctseg.train.budget import (
+    FINISH_RESERVE_S,
+    GROW_SLACK,
+    OPEN_EPOCHS,
+    BudgetClock,
+    fit_schedule,
+    format_seconds,
+    validation_estimate_s,
+)
 from ctseg.train.cache import build_cache, open_case
 from ctseg.train.checkpoint import CHECKPOINT_NAME, TrainState, load_checkpoint, save_checkpoint
 from ctseg.train.dataset import DatasetFolder, load_dataset, require_valid_dataset
 from ctseg.train.loop import train_step, validate
 from ctseg.train.patches import PatchDataset, StepSampler
 from ctseg.train.records import append_metrics, plot_progress, truncate_metrics, write_manifest
-from ctseg.train.setup import RunPlan, Trainer, TrainOptions, build_trainer, check_run_config, plan_run, read_run_plan
+from ctseg.train.setup import (
+    RunPlan,
+    Trainer,
+    TrainOptions,
+    build_trainer,
+    check_run_config,
+    explicit_schedule,
+    plan_run,
+    read_run_plan,
+    update_plan,
+)
 
 __all__ = ["TrainOptions", "TrainResult", "train"]
 
@@ -54,16 +82,22 @@ class TrainResult:
     epochs: int
     steps: int
     interrupted: bool
+    seconds: float = 0.0
 
 
 @dataclass
 class Progress:
-    """The loop's counters: what a checkpoint saves besides the weights and optimiser states."""
+    """The loop's counters and schedule: what a checkpoint saves besides the weights and optimiser states.
+
+    ``epochs_total`` is :data:`~ctseg.train.budget.OPEN_EPOCHS` while a budgeted run is still measuring its step time.
+    """
 
     epoch: int = 0
     step: int = 0
     best: float = -1.0  # best mean validation Dice; -1 before the first validation
     best_dice: list[float] = field(default_factory=list)
+    epochs_total: int = 0
+    val_every: int = 1
 
 
 @dataclass
@@ -88,6 +122,7 @@ class _Run:
     model_dir: Path
     val_cases: list[tuple[np.ndarray, np.ndarray]]
     class_names: list[str]
+    clock: BudgetClock | None
 
     @property
     def run_dir(self) -> Path:
@@ -113,6 +148,7 @@ def train(options: TrainOptions) -> TrainResult:
     DatasetError, ConfigError, CheckpointError
         For a bad dataset, config or checkpoint.
     """
+    started = time.monotonic()
     info = dist_info_from_env()
     device = resolve_device(options.device, local_rank=info.local_rank)
     init_distributed(info, device)
@@ -131,16 +167,18 @@ def train(options: TrainOptions) -> TrainResult:
 
     trainer = build_trainer(plan.config, dataset.num_classes, device, info)
     progress = Progress(best_dice=[float("nan")] * (dataset.num_classes - 1))
+    recorded = (0, 0)
     if options.resume:
-        progress = _resume(trainer, Path(options.run_dir), info)
-    run = _prepare_run(options, info, device, plan, dataset, cache_dir)
-    loader = _loader(plan.config, cache_dir, plan.split["train"], progress.step, info)
-    total_steps = t.epochs * t.steps_per_epoch
+        progress, recorded = _resume(trainer, Path(options.run_dir), info)
+    clock = _start_schedule(plan, options, progress, recorded, started)
+    trainer.horizon.steps = progress.epochs_total * t.steps_per_epoch
+    run = _prepare_run(options, info, device, plan, dataset, cache_dir, clock)
+    loader = _loader(plan.config, cache_dir, plan.split["train"], progress.step, trainer.horizon.steps, info)
 
     from tqdm.auto import tqdm
 
     bar = tqdm(
-        total=total_steps,
+        total=None if clock else trainer.horizon.steps,
         initial=progress.step,
         desc="training",
         unit="step",
@@ -150,18 +188,99 @@ def train(options: TrainOptions) -> TrainResult:
     interrupted = False
     with _stop_signals() as stop:
         try:
-            while progress.step < total_steps and not interrupted:
+            while progress.step < progress.epochs_total * t.steps_per_epoch and not interrupted:
                 epoch, interrupted = _train_epoch(run, trainer, progress, batches, bar, stop)
                 if progress.step % t.steps_per_epoch == 0:
+                    if clock is not None and clock.fitted:
+                        _fit(run, trainer, progress, bar)  # first: if it ends the run here, this epoch validates
                     _end_epoch(run, trainer, progress, epoch)
+                    if info.is_main:
+                        _checkpoint(run, trainer, progress)
         finally:
             bar.close()
+            batches.close()  # stops the DataLoader workers (a budgeted run's sampler is open-ended)
     _finish(run, trainer, progress, interrupted)
-    return TrainResult(run.run_dir, run.model_dir, progress.best_dice, progress.epoch, progress.step, interrupted)
+    seconds = time.monotonic() - started
+    return TrainResult(
+        run.run_dir, run.model_dir, progress.best_dice, progress.epoch, progress.step, interrupted, seconds
+    )
 
 
-def _resume(trainer: Trainer, run_dir: Path, info: DistInfo) -> Progress:
-    """Load the checkpoint into the trainer's objects; the metrics of epochs after it are dropped."""
+def _start_schedule(
+    plan: RunPlan, options: TrainOptions, progress: Progress, recorded: tuple[int, int], started: float
+) -> BudgetClock | None:
+    """Set ``progress``'s schedule: the checkpoint's on a plain resume, the config's, or open for a time budget.
+
+    Returns the budget clock of a budgeted run, else None.
+    """
+    t = plan.config.train
+    if options.resume and recorded[0] > 0 and not explicit_schedule(options.overrides):
+        progress.epochs_total, progress.val_every = recorded  # continue the horizon the run was following
+        return None
+    if t.time_budget_minutes is None:
+        progress.epochs_total, progress.val_every = t.epochs, t.val_every
+        return None
+    progress.epochs_total, progress.val_every = OPEN_EPOCHS, OPEN_EPOCHS
+    log.info("time budget %.1f min: measuring the step time", t.time_budget_minutes)
+    budget_s = t.time_budget_minutes * 60.0
+    return BudgetClock(deadline=started + budget_s, budget_s=budget_s, start_step=progress.step)
+
+
+def _fit(run: _Run, trainer: Trainer, progress: Progress, bar: Any) -> None:
+    """Fit (or refit) the schedule to the budget left, from rank 0's timings; records it in ``plan.yaml``."""
+    clock, t = run.clock, run.plan.config.train
+    if clock is None:
+        return
+    step_s = clock.step_seconds()
+    if clock.validation_seconds:
+        val_s = float(np.mean(clock.validation_seconds))
+    else:
+        val_s = validation_estimate_s([c[0].shape for c in run.val_cases], t.patch_size, step_s, t.batch_size)
+    fitted = fit_schedule(
+        seconds_left=clock.seconds_left() - FINISH_RESERVE_S,
+        step_s=step_s,
+        validation_s=val_s,
+        steps_per_epoch=t.steps_per_epoch,
+        done_steps=progress.step,
+        val_every=progress.val_every if clock.fitted else None,
+    )
+    epochs, val_every = broadcast_ints(run.info, [fitted.epochs, fitted.val_every])
+    if clock.fitted and progress.epochs_total <= epochs <= progress.epochs_total * (1 + GROW_SLACK):
+        return  # on course: keep the learning-rate curve where it is
+    first = not clock.fitted
+    clock.fitted = True
+    progress.epochs_total, progress.val_every = epochs, val_every
+    trainer.horizon.steps = epochs * t.steps_per_epoch
+    bar.total = trainer.horizon.steps
+    bar.refresh()
+    if run.info.is_main:
+        update_plan(run.run_dir, _followed_config(run, progress), run.plan.notes)
+        log.log(
+            logging.INFO if first else logging.DEBUG,
+            "time budget: %.3f s/step, %.1f s/validation, %s left -> %d epochs x %d steps, validation every %d",
+            step_s,
+            val_s,
+            format_seconds(clock.seconds_left()),
+            epochs,
+            t.steps_per_epoch,
+            val_every,
+        )
+
+
+def _followed_config(run: _Run, progress: Progress) -> RunConfig:
+    """The run's config with the schedule it follows (fitted to a budget, or recorded in the checkpoint)."""
+    config = run.plan.config
+    if progress.epochs_total == OPEN_EPOCHS:  # stopped before the budget was fitted
+        return config
+    train = replace(config.train, epochs=progress.epochs_total, val_every=progress.val_every)
+    return replace(config, train=train)
+
+
+def _resume(trainer: Trainer, run_dir: Path, info: DistInfo) -> tuple[Progress, tuple[int, int]]:
+    """Load the checkpoint into the trainer's objects; the metrics of epochs after it are dropped.
+
+    Returns the counters and the recorded schedule ``(epochs_total, val_every)`` ((0, 0) if none was fitted).
+    """
     state = load_checkpoint(run_dir / CHECKPOINT_NAME)
     trainer.net.load_state_dict(state.model)
     trainer.optimizer.load_state_dict(state.optimizer)
@@ -173,22 +292,30 @@ def _resume(trainer: Trainer, run_dir: Path, info: DistInfo) -> Progress:
     if info.is_main:
         truncate_metrics(run_dir, state.epoch)
     log.info("resumed at epoch %d, step %d", state.epoch, state.step)
-    return Progress(state.epoch, state.step, state.best, list(state.best_dice))
+    return Progress(state.epoch, state.step, state.best, list(state.best_dice)), (state.epochs_total, state.val_every)
 
 
 def _prepare_run(
-    options: TrainOptions, info: DistInfo, device: torch.device, plan: RunPlan, dataset: DatasetFolder, cache_dir: Path
+    options: TrainOptions,
+    info: DistInfo,
+    device: torch.device,
+    plan: RunPlan,
+    dataset: DatasetFolder,
+    cache_dir: Path,
+    clock: BudgetClock | None,
 ) -> _Run:
     val_cases = [
         (np.asarray(c.image), np.asarray(c.labels)) for c in (open_case(cache_dir, n) for n in plan.split["val"])
     ]
     model_dir = Path(options.model_dir) if options.model_dir else Path("models") / Path(options.run_dir).name
     class_names = [dataset.labels[i] for i in range(1, dataset.num_classes)]
-    return _Run(options, info, device, plan, dataset, model_dir, val_cases, class_names)
+    return _Run(options, info, device, plan, dataset, model_dir, val_cases, class_names, clock)
 
 
-def _loader(config: RunConfig, cache_dir: Path, cases: list[str], start_step: int, info: DistInfo) -> DataLoader:
-    """Patches for this rank from ``start_step`` to the end of training (sampling is a function of the step)."""
+def _loader(
+    config: RunConfig, cache_dir: Path, cases: list[str], start_step: int, total_steps: int, info: DistInfo
+) -> DataLoader:
+    """Patches for this rank from ``start_step`` to ``total_steps`` (sampling is a function of the step)."""
     t = config.train
     local_batch = t.batch_size // info.world_size
     data = PatchDataset(
@@ -201,7 +328,7 @@ def _loader(config: RunConfig, cache_dir: Path, cases: list[str], start_step: in
         pad_value=background_value(config.preprocess),
         mirror_axes=t.mirror_axes,
     )
-    sampler = StepSampler(start_step, t.epochs * t.steps_per_epoch, local_batch, info.rank, info.world_size)
+    sampler = StepSampler(start_step, total_steps, local_batch, info.rank, info.world_size)
     return DataLoader(
         data,
         batch_size=local_batch,
@@ -254,7 +381,14 @@ def _train_epoch(
             epoch.losses.append(result.loss)
         bar.update(1)
         lr = trainer.scheduler.get_last_lr()[0]
-        bar.set_postfix(loss=f"{result.loss:.4f}", epoch=progress.epoch + 1, lr=f"{lr:.2e}")
+        postfix = {"loss": f"{result.loss:.4f}", "epoch": progress.epoch + 1, "lr": f"{lr:.2e}"}
+        if run.clock is not None:
+            postfix["budget_left"] = format_seconds(run.clock.seconds_left())
+            due = run.clock.after_step(progress.step)  # counts every step: refits divide the time by it
+            # rank 0 decides when the first fit is due (its clock), so every rank joins the fit's broadcast
+            if not run.clock.fitted and broadcast_flag(run.info, due):
+                _fit(run, trainer, progress, bar)
+        bar.set_postfix(postfix)
         epoch_done = progress.step % t.steps_per_epoch == 0
         if not epoch_done and run.info.is_main and time.monotonic() - last_save > t.checkpoint_minutes * 60:
             _checkpoint(run, trainer, progress)  # mid-epoch safety net; resuming repeats the epoch from its start step
@@ -265,17 +399,20 @@ def _train_epoch(
 
 
 def _end_epoch(run: _Run, trainer: Trainer, progress: Progress, epoch: _Epoch) -> None:
-    """Count the epoch; on the main rank validate (when due), keep the best model, log metrics and checkpoint."""
+    """Count the epoch; on the main rank validate (when due), keep the best model and log metrics."""
     t = run.plan.config.train
     progress.epoch += 1
     if not run.info.is_main:
         return
     dice: list[float] | None = None
-    if progress.epoch % t.val_every == 0 or progress.epoch == t.epochs:
+    if progress.epoch % progress.val_every == 0 or progress.epoch == progress.epochs_total:
         pad = background_value(run.plan.config.preprocess)
+        started = time.monotonic()
         dice = validate(
             trainer.net, run.val_cases, t.patch_size, run.dataset.num_classes, run.device, amp=t.amp, pad_value=pad
         )
+        if run.clock is not None:
+            run.clock.validation_seconds.append(time.monotonic() - started)
         mean = float(np.nanmean(dice)) if not all(math.isnan(d) for d in dice) else 0.0
         if mean > progress.best:
             progress.best, progress.best_dice = mean, dice
@@ -291,8 +428,8 @@ def _end_epoch(run: _Run, trainer: Trainer, progress: Progress, epoch: _Epoch) -
     scores = dice or [0.0] * len(run.class_names)
     row.update({f"dice_{n}": (round(d, 4) if dice else "") for n, d in zip(run.class_names, scores, strict=True)})
     append_metrics(run.run_dir, row)
-    plot_progress(run.run_dir, run.class_names)
-    _checkpoint(run, trainer, progress)
+    if dice is not None:  # redrawn with each validation (and so after the last epoch); drawing takes ~0.5 s
+        plot_progress(run.run_dir, run.class_names)
 
 
 def _finish(run: _Run, trainer: Trainer, progress: Progress, interrupted: bool) -> None:
@@ -303,7 +440,7 @@ def _finish(run: _Run, trainer: Trainer, progress: Progress, interrupted: bool) 
             log.warning("interrupted at step %d; resume with --resume", progress.step)
         elif progress.best < 0:  # no validation ran (e.g. epochs < val_every): keep the final weights
             _save_model(run, trainer, progress, [])
-        config = run.plan.config
+        config = _followed_config(run, progress)
         write_manifest(
             run.run_dir,
             {
@@ -334,13 +471,15 @@ def _checkpoint(run: _Run, trainer: Trainer, progress: Progress) -> None:
         best_dice=tuple(progress.best_dice),
         torch_rng=torch.get_rng_state(),
         cuda_rng=tuple(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else (),
+        epochs_total=0 if progress.epochs_total == OPEN_EPOCHS else progress.epochs_total,
+        val_every=0 if progress.epochs_total == OPEN_EPOCHS else progress.val_every,
     )
     save_checkpoint(run.run_dir / CHECKPOINT_NAME, state)
 
 
 def _save_model(run: _Run, trainer: Trainer, progress: Progress, dice: list[float]) -> None:
     """The model artefact: the weights and a :class:`ModelCard` describing them."""
-    config, dataset = run.plan.config, run.dataset
+    config, dataset = _followed_config(run, progress), run.dataset
     card = ModelCard(
         model=config.model,
         preprocess=config.preprocess,
@@ -358,6 +497,6 @@ def _save_model(run: _Run, trainer: Trainer, progress: Progress, dice: list[floa
     save_model_files(run.model_dir, trainer.net.state_dict(), card)
 
 
-def _batches(loader: DataLoader, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _batches(loader: DataLoader, device: torch.device) -> Generator[tuple[torch.Tensor, torch.Tensor], None, None]:
     for images, labels in loader:
         yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)

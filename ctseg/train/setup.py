@@ -1,7 +1,11 @@
 """Setting up a training run: the plan (fresh or read back for ``--resume``) and the objects the loop drives.
 
-The run folder holds ``plan.yaml`` (resolved config), ``fingerprint.json`` and ``split.json``: written once by a
-fresh run (main rank only) and read back by a resumed one, here.
+The run folder holds ``plan.yaml`` (resolved config, headed by comments that say why the plan chose what it chose),
+``fingerprint.json`` and ``split.json``: written once by a fresh run (main rank only) and read back by a resumed one,
+here. A budgeted run rewrites ``plan.yaml``'s ``epochs`` and ``val_every`` when it fits them (:func:`update_plan`).
+
+An explicit epoch count (``--epochs``, ``--set train.epochs=...`` or ``epochs`` in ``--config``) without a time
+budget next to it replaces the plan's time budget: the user asked for that many epochs.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +59,19 @@ class TrainOptions:
 
 @dataclass(frozen=True)
 class RunPlan:
-    """The resolved config, the data fingerprint and the train/validation split of one run."""
+    """The resolved config, the data fingerprint, the train/validation split and the plan's notes of one run."""
 
     config: RunConfig
     fingerprint: dict[str, Any]
     split: dict[str, list[str]]
+    notes: tuple[str, ...] = ()
+
+
+class Horizon:
+    """The learning-rate schedule's length in steps; a budgeted run sets it once it has measured its step time."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
 
 
 @dataclass(frozen=True)
@@ -73,18 +85,18 @@ class Trainer:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler
     amp: Amp
+    horizon: Horizon
 
 
 def plan_run(options: TrainOptions, dataset: DatasetFolder, info: DistInfo) -> RunPlan:
     """A fresh run's plan from the data (and ``--config``/``--set``); the main rank writes it to the run folder."""
-    config, fp = _plan(options, dataset)
-    if options.overrides:
-        config = merge(config, options.overrides)
-    run = RunPlan(config, fp, _split(dataset, config.train.seed))
+    config, fp, notes = _plan(options, dataset)
+    config = apply_overrides(config, options.overrides)
+    run = RunPlan(config, fp, _split(dataset, config.train.seed), notes)
     run_dir = Path(options.run_dir)
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(run_dir / PLAN_NAME, yaml.safe_dump(to_dict(run.config), sort_keys=False))
+        write_text_atomic(run_dir / PLAN_NAME, _plan_text(run.config, notes))
         write_text_atomic(run_dir / FINGERPRINT_NAME, json.dumps(run.fingerprint, indent=2))
         write_text_atomic(run_dir / SPLIT_NAME, json.dumps(run.split, indent=2))
         for name in ("metrics.csv", "metrics.jsonl"):
@@ -105,12 +117,53 @@ def read_run_plan(options: TrainOptions) -> RunPlan:
         raise CheckpointError(
             f"nothing to resume in {run_dir} (no {CHECKPOINT_NAME} or {PLAN_NAME}); start without --resume"
         )
-    config = from_dict(RunConfig, yaml.safe_load((run_dir / PLAN_NAME).read_text()), where=PLAN_NAME)
-    if options.overrides:
-        config = merge(config, options.overrides)
+    text = (run_dir / PLAN_NAME).read_text()
+    config = apply_overrides(from_dict(RunConfig, yaml.safe_load(text), where=PLAN_NAME), options.overrides)
     split = json.loads((run_dir / SPLIT_NAME).read_text())
     fp = json.loads((run_dir / FINGERPRINT_NAME).read_text())
-    return RunPlan(config, fp, split)
+    return RunPlan(config, fp, split, _notes(text))
+
+
+def apply_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+    """``config`` with ``overrides`` merged; an explicit ``train.epochs`` without a budget drops the time budget."""
+    if not overrides:
+        return config
+    merged = merge(config, overrides)
+    train = overrides.get("train") or {}
+    if "epochs" in train and "time_budget_minutes" not in train:
+        merged = replace(merged, train=replace(merged.train, time_budget_minutes=None))
+    return merged
+
+
+def explicit_schedule(overrides: dict[str, Any]) -> bool:
+    """True if this run's overrides set the schedule (epochs or time budget) rather than continue a recorded one."""
+    train = overrides.get("train") or {}
+    return "epochs" in train or "time_budget_minutes" in train
+
+
+def update_plan(run_dir: Path, config: RunConfig, notes: tuple[str, ...]) -> None:
+    """Rewrite ``plan.yaml`` (e.g. with the epochs a time budget fitted), keeping its notes."""
+    write_text_atomic(Path(run_dir) / PLAN_NAME, _plan_text(config, notes))
+
+
+def _plan_text(config: RunConfig, notes: tuple[str, ...]) -> str:
+    t = config.train
+    if t.time_budget_minutes is None:
+        now = (
+            f"this run: {t.epochs} epochs x {t.steps_per_epoch} steps, validation every {t.val_every} (no time budget)"
+        )
+    else:
+        now = (
+            f"this run: time budget {t.time_budget_minutes:g} min; epochs and val_every below are fitted to it "
+            "once the step time is measured"
+        )
+    header = "".join(f"# {n}\n" for n in ("Why the plan chose what it chose:", *notes, now)) if notes else ""
+    return header + yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
+def _notes(text: str) -> tuple[str, ...]:
+    lines = [ln[2:] for ln in text.splitlines() if ln.startswith("# ")]
+    return tuple(ln for ln in lines[1:] if not ln.startswith("this run:"))
 
 
 def check_run_config(config: RunConfig, info: DistInfo) -> None:
@@ -141,11 +194,12 @@ def build_trainer(config: RunConfig, num_classes: int, device: torch.device, inf
     net = build_model(config.model, 1, num_classes).to(device)
     model: torch.nn.Module = DistributedDataParallel(net) if info.enabled else net
     optimizer = _optimizer(config, net.parameters())
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, t.epochs * t.steps_per_epoch))
+    horizon = Horizon(t.epochs * t.steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, horizon))
     dtype = amp_dtype(device) if t.amp else None
     amp = Amp(dtype is not None, dtype or torch.float32, device.type)
     scaler = torch.amp.GradScaler(device.type, enabled=amp.enabled and amp.dtype == torch.float16)
-    return Trainer(net, model, build_loss(t.loss), optimizer, scheduler, scaler, amp)
+    return Trainer(net, model, build_loss(t.loss), optimizer, scheduler, scaler, amp, horizon)
 
 
 def _split(dataset: DatasetFolder, seed: int) -> dict[str, list[str]]:
@@ -158,7 +212,7 @@ def _split(dataset: DatasetFolder, seed: int) -> dict[str, list[str]]:
     return {"train": sorted(order[n_val:]), "val": sorted(order[:n_val])}
 
 
-def _plan(options: TrainOptions, dataset: DatasetFolder) -> tuple[RunConfig, dict[str, Any]]:
+def _plan(options: TrainOptions, dataset: DatasetFolder) -> tuple[RunConfig, dict[str, Any], tuple[str, ...]]:
     images, masks = [], []
     for case in dataset.cases:
         image, labels = read_case(case)
@@ -166,12 +220,13 @@ def _plan(options: TrainOptions, dataset: DatasetFolder) -> tuple[RunConfig, dic
         masks.append(dataset.remap(np.asarray(labels.to_closest_canonical(copy=False).array)))  # same orientation
     stats = compute_intensity_stats(images, masks)
     fp = fingerprint(images, stats, dataset.num_classes)
-    config = make_plan(fp, budget=options.budget)
+    plan = make_plan(fp, budget=options.budget, labels=[dataset.labels[i] for i in range(1, dataset.num_classes)])
+    config = plan.config
     if options.config_path is not None:
         # Keys the YAML holds replace planned values (strict keys: a typo is an error); keys it omits stay planned.
-        config = merge(config, read_config_mapping(options.config_path))
+        config = apply_overrides(config, read_config_mapping(options.config_path))
     kernels = dicom_kernel_classes(dataset)
-    return config, {**fp.to_dict(), **({"kernel_classes": kernels} if kernels else {})}
+    return config, {**fp.to_dict(), **({"kernel_classes": kernels} if kernels else {})}, plan.notes
 
 
 def dicom_kernel_classes(dataset: DatasetFolder) -> dict[str, int]:
@@ -190,11 +245,11 @@ def dicom_kernel_classes(dataset: DatasetFolder) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def _schedule(config: RunConfig, total_steps: int) -> Callable[[int], float]:
+def _schedule(config: RunConfig, horizon: Horizon) -> Callable[[int], float]:
     t = config.train
 
     def factor(step: int) -> float:
-        progress = min(step / max(total_steps, 1), 1.0)
+        progress = min(step / max(horizon.steps, 1), 1.0)
         if t.optimizer == "sgd":
             return float((1.0 - progress) ** 0.9)
         return 0.5 * (1.0 + math.cos(math.pi * progress))

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from click.testing import CliRunner
 
 import ctseg
@@ -281,3 +282,52 @@ def test_a_setting_model_json_cannot_record_is_refused_before_training(phantoms:
     assert res.exit_code == 1 and "Traceback" not in res.output
     assert "run config: config.infer.overlap is 0.99; expected a number in [0.0, 0.95]" in res.output
     assert not (tmp_path / "r" / "checkpoint.pt").exists()
+
+
+def test_time_budget_finishes_in_time_and_resume_keeps_its_horizon(phantoms: Path, tmp_path: Path) -> None:
+    """The defaults plus ``--time-budget``: the run measures its step time, fits the schedule and stays in budget."""
+    run, model_dir = tmp_path / "run", tmp_path / "model"
+    args = [str(phantoms), "--out", str(run), "--model-dir", str(model_dir), *TINY]
+    t0 = time.monotonic()
+    out = _train(*args, "--time-budget", "20s", "--set", "train.learning_rate=3e-3")
+    # budget + tolerance: the epoch under way when the time runs out, the final validation and saving the model,
+    # all several times slower when other processes crowd the CPU (the default, a 15-minute budget, takes 45x longer)
+    assert time.monotonic() - t0 < 20 + 70, out
+    assert (model_dir / "model.pt").is_file() and (model_dir / "model.json").is_file()
+    plan = yaml.safe_load((run / "plan.yaml").read_text())
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    epochs = plan["train"]["epochs"]
+    assert plan["train"]["time_budget_minutes"] == pytest.approx(1 / 3) and plan["train"]["learning_rate"] == 3e-3
+    assert state["epochs_total"] == epochs and state["epoch"] == epochs and state["step"] == epochs * 3
+    assert epochs >= 2 and f"trained {epochs} epochs" in out
+    rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["lr"] > 0 for r in rows[:-1]), rows  # the horizon never fell behind the steps trained
+    assert "# mirror_axes []: CT is reoriented canonically" in (run / "plan.yaml").read_text()
+    # --resume without new settings continues the recorded horizon (here: it is complete), --epochs extends it.
+    assert f"trained {epochs} epochs ({epochs * 3} steps)" in _train(*args, "--resume")
+    assert f"trained {epochs + 1} epochs" in _train(*args, "--resume", "--epochs", str(epochs + 1))
+
+
+def test_mirroring_follows_the_plan_unless_set(phantoms: Path, tmp_path: Path) -> None:
+    _train(str(phantoms), "--out", str(tmp_path / "a"), "--model-dir", str(tmp_path / "ma"), "--epochs", "1", *TINY)
+    assert yaml.safe_load((tmp_path / "a" / "plan.yaml").read_text())["train"]["mirror_axes"] == []
+    sets = ["--set", "train.mirror_axes=[0,1,2]"]
+    _train(
+        str(phantoms), "--out", str(tmp_path / "b"), "--model-dir", str(tmp_path / "mb"), "--epochs", "1", *TINY, *sets
+    )
+    plan = yaml.safe_load((tmp_path / "b" / "plan.yaml").read_text())
+    assert plan["train"]["mirror_axes"] == [0, 1, 2] and plan["train"]["time_budget_minutes"] is None
+
+
+def test_time_budget_user_errors(phantoms: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    base = ["train", str(phantoms), "--out", str(tmp_path / "r"), *TINY]
+    res = runner.invoke(cli, [*base, "--time-budget", "20 minutes"])
+    assert res.exit_code == 1 and "--time-budget '20 minutes': expected a number and a unit" in res.output
+    res = runner.invoke(cli, [*base, "--time-budget", "5s"])
+    assert res.exit_code == 1 and "expected between 10s and 30d" in res.output
+    res = runner.invoke(cli, [*base, "--time-budget", "5m", "--epochs", "3"])
+    assert res.exit_code == 1 and "--epochs and --time-budget both set the schedule" in res.output
+    res = runner.invoke(cli, [*base, "--set", "train.learning_rate=2"])
+    assert res.exit_code == 1 and "train.learning_rate is 2.0; expected a number in (0, 1]" in res.output
+    assert "Traceback" not in res.output and not (tmp_path / "r" / "checkpoint.pt").exists()
