@@ -262,17 +262,11 @@ def train(
       ctseg train /data/Dataset001 --out runs/liver --export openvino
       torchrun --nproc_per_node=4 -m ctseg train /data/Dataset001 --out runs/big --budget gpu
     """
-    from ctseg.train.dataset import check_dataset, load_dataset, parse_label_subset
+    from ctseg.train.dataset import parse_label_subset
 
     subset = parse_label_subset(label_subset) if label_subset else None
     if check:
-        ds = load_dataset(dataset, label_subset=subset)
-        problems = check_dataset(ds)
-        for p in problems:
-            click.echo(p)
-        if problems:
-            raise click.ClickException(f"{len(problems)} problem(s) in {len(ds.cases)} cases")
-        click.echo(f"{dataset}: {len(ds.cases)} cases, classes {ds.labels}: ready to train")
+        _check_dataset_only(dataset, subset)
         return
     if nproc > 1 and "LOCAL_RANK" not in os.environ:
         from ctseg.cli.torchrun import relaunch
@@ -308,12 +302,25 @@ def train(
         f"best validation Dice per class: {dice}"
     )
     click.echo(f"model: {result.model_dir}  run: {result.run_dir}")
-    if export_runtime is not None and __import__("os").environ.get("RANK", "0") == "0":  # once, not per rank
+    if export_runtime is not None and os.environ.get("RANK", "0") == "0":  # once, not per rank
         from ctseg.cli.export_cmd import export
 
         click.get_current_context().invoke(
             export, model_dir=result.model_dir, runtime=export_runtime, int8=True, calibration=result.run_dir
         )
+
+
+def _check_dataset_only(dataset: Path, subset: dict[str, int] | None) -> None:
+    """``ctseg train --check``: list the dataset's problems (exit 1 if any) and train nothing."""
+    from ctseg.train.dataset import check_dataset, load_dataset
+
+    ds = load_dataset(dataset, label_subset=subset)
+    problems = check_dataset(ds)
+    for p in problems:
+        click.echo(p)
+    if problems:
+        raise click.ClickException(f"{len(problems)} problem(s) in {len(ds.cases)} cases")
+    click.echo(f"{dataset}: {len(ds.cases)} cases, classes {ds.labels}: ready to train")
 
 
 def _register() -> None:

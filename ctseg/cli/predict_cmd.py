@@ -119,8 +119,9 @@ def predict(
 
     INPUTS: DICOM folders, image files, folders of image files, or .txt files listing inputs (one case per line).
     A DICOM folder gives one case per study found in it (StudyInstanceUID; the folder when UIDs are blank), the
-    series chosen by `ctseg inspect`'s rule (preferring the kernel class the model declares, else soft tissue); --all-series makes one case per usable CT series. Case names come from
-    file and folder names (or a short hash of the UID), made safe and unique; the list is printed first.
+    series chosen by `ctseg inspect`'s rule (preferring the kernel class the model declares, else soft tissue);
+    --all-series makes one case per usable CT series. Case names come from file and folder names (or a short hash
+    of the UID), made safe and unique; the list is printed first.
 
     Per case OUT/<case>/ gets mask.nii.gz, seg.dcm, stats.json, preview.png and case.json, committed together (an
     interrupted run leaves each case wholly old or wholly new). OUT/manifest.csv records every case and is updated
@@ -144,19 +145,14 @@ def predict(
     from ctseg.infer.batch import BatchInterrupted, PredictOptions, predict_batch
     from ctseg.io.model_files import read_model_card
 
-    if prefer_kernel is None:
-        # The kernel class the model was trained on, when its model.json declares one.
-        prefer_kernel = read_model_card(model_dir).kernel_class or None
+    # By default, the kernel class the model was trained on, when its model.json declares one.
+    kernel = prefer_kernel if prefer_kernel is not None else (read_model_card(model_dir).kernel_class or None)
+    read = read_options(
+        allow_gaps, no_tilt_correction, allow_non_ct, keep_padding, prefer_kernel=kernel, thickness_band=thickness_band
+    )
     options = PredictOptions(
         series_uid=series_uid,
-        read=read_options(
-            allow_gaps,
-            no_tilt_correction,
-            allow_non_ct,
-            keep_padding,
-            prefer_kernel=prefer_kernel,
-            thickness_band=thickness_band,
-        ),
+        read=read,
         formats=_parse_formats(formats),
         device=device,
         runtime=runtime,

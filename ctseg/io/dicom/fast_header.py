@@ -227,13 +227,7 @@ def _walk(r: _Reader, pos: int, explicit: bool, depth: int, found: dict[int, tup
             pos += 8
         want = wanted.get(tag)
         if length == _UNDEFINED:
-            if not explicit or vr == b"SQ":
-                pos = _skip_sequence(r, pos, explicit, depth)
-            elif vr == b"UN":
-                # A sequence whose VR was lost: its content is implicit VR little endian (PS3.5 6.2.2).
-                pos = _skip_sequence(r, pos, False, depth)
-            else:
-                raise _Unsupported("undefined length outside a sequence")
+            pos = _skip_undefined_length(r, pos, explicit, vr, depth)
             data, base = r.data, r.base
             n = len(data)
             if want == _DECODE or want == _REFUSE:
@@ -254,6 +248,16 @@ def _walk(r: _Reader, pos: int, explicit: bool, depth: int, found: dict[int, tup
             else:
                 raise _Unsupported("enhanced multi-frame")
         pos += length
+
+
+def _skip_undefined_length(r: _Reader, pos: int, explicit: bool, vr: bytes, depth: int) -> int:
+    """Skip a value of undefined length starting at ``pos``: a sequence (SQ, or any in implicit VR) or an UN one."""
+    if not explicit or vr == b"SQ":
+        return _skip_sequence(r, pos, explicit, depth)
+    if vr == b"UN":
+        # A sequence whose VR was lost: its content is implicit VR little endian (PS3.5 6.2.2).
+        return _skip_sequence(r, pos, False, depth)
+    raise _Unsupported("undefined length outside a sequence")
 
 
 def _skip_sequence(r: _Reader, pos: int, explicit: bool, depth: int) -> int:
