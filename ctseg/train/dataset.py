@@ -59,6 +59,9 @@ class DatasetFolder:
     cases: list[Case] = field(default_factory=list)
     #: Every label of dataset.json (name -> value), trained or not; a label file may hold only these values.
     declared: dict[str, int] = field(default_factory=dict)
+    #: Trained on a chosen subset (``--labels``) of a larger label map: other values become background, so label
+    #: files may hold values dataset.json does not list (e.g. the other classes of a 100-class map).
+    subset: bool = False
 
     @property
     def num_classes(self) -> int:
@@ -180,7 +183,7 @@ def load_dataset(root: Path, *, label_subset: dict[str, int] | None = None) -> D
         cases.append(Case(name, image, label_path))
     if not cases:
         raise DatasetError(f"no label files in {labels_dir}")
-    return DatasetFolder(root, labels, source, cases, declared)
+    return DatasetFolder(root, labels, source, cases, declared, subset=bool(label_subset))
 
 
 def read_case(case: Case) -> tuple[Volume, Volume]:
@@ -231,7 +234,7 @@ def _label_values_problem(dataset: DatasetFolder, found: np.ndarray) -> str | No
         return f"label values {shown} outside 0..{MAX_LABEL_VALUE}; a label map holds the values of dataset.json"
     values = set(found.astype(np.int64).tolist())
     stray = sorted(values - set(dataset.declared.values()) - {0})
-    if stray:
+    if stray and not dataset.subset:
         return f"label values {stray} are not declared in dataset.json labels {dataset.declared}"
     trained = set(dataset.source_values.values())
     if not values & trained:

@@ -80,3 +80,22 @@ def test_require_valid_dataset_refuses_before_training(dataset: Path) -> None:
         match=r"1 problem\(s\) in 2 cases of ds, training not started: case phantom_000: label values \[9\]",
     ):
         require_valid_dataset(load_dataset(dataset))
+
+
+def test_a_label_subset_allows_the_other_values_of_a_larger_map(dataset: Path) -> None:
+    from ctseg.train.dataset import require_valid_dataset
+
+    # Value 9 is in no class of dataset.json: refused when every declared class is trained ...
+    label_path = dataset / "labelsTr" / "phantom_000.nii.gz"
+    label = read_volume(label_path)
+    arr = np.asarray(label.array).copy()
+    arr[0, 0, :4] = 9
+    write_image(label.with_array(arr), label_path)
+    with pytest.raises(DatasetError, match=r"label values \[9\] are not declared"):
+        require_valid_dataset(load_dataset(dataset))
+    # ... but `--labels` trains a chosen subset of a larger map, where every other value becomes background.
+    declared = json.loads((dataset / "dataset.json").read_text())["labels"]
+    name, value = next((n, v) for n, v in declared.items() if v != 0)
+    ds = load_dataset(dataset, label_subset={name: value})
+    require_valid_dataset(ds)
+    assert ds.subset and ds.source_values == {1: value}
