@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ctseg.cli.options import dicom_options, read_options, user_errors
+from ctseg.cli.options import ReadFlags, dicom_options, user_errors
 
 if TYPE_CHECKING:
     from ctseg.io.dicom import DicomInspection, ReadOptions
@@ -131,12 +131,7 @@ def inspect(
     show_cases: bool,
     all_series: bool,
     series_uid: str | None,
-    prefer_kernel: str | None,
-    thickness_band: str | None,
-    allow_gaps: bool,
-    no_tilt_correction: bool,
-    allow_non_ct: bool,
-    keep_padding: bool,
+    read_flags: ReadFlags,
 ) -> None:
     """List every DICOM series under PATH and say which one would be read, and why.
 
@@ -156,14 +151,7 @@ def inspect(
     """
     from ctseg.io.dicom import inspect_dicom
 
-    options = read_options(
-        allow_gaps,
-        no_tilt_correction,
-        allow_non_ct,
-        keep_padding,
-        prefer_kernel=prefer_kernel,
-        thickness_band=thickness_band,
-    )
+    options = read_flags.options()
     if show_cases:
         _echo_cases(path, as_json, all_series, series_uid, options)
         return

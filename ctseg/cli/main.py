@@ -19,7 +19,7 @@ from typing import Any
 import click
 
 from ctseg._version import __version__
-from ctseg.cli.options import dicom_options, read_options, user_errors
+from ctseg.cli.options import ReadFlags, dicom_options, user_errors
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -53,12 +53,7 @@ def convert(
     output: Path,
     overwrite: bool,
     series_uid: str | None,
-    prefer_kernel: str | None,
-    thickness_band: str | None,
-    allow_gaps: bool,
-    no_tilt_correction: bool,
-    allow_non_ct: bool,
-    keep_padding: bool,
+    read_flags: ReadFlags,
 ) -> None:
     """Convert a DICOM folder (or NIfTI/NRRD/MHA file) INPUT to a HU volume OUTPUT.
 
@@ -81,14 +76,7 @@ def convert(
         raise ImageFormatError(f"{output} exists; pass --overwrite to replace it")
     if output.resolve() == input_path.resolve():
         raise ImageFormatError(f"OUTPUT is the INPUT file {input_path}; inputs are never modified")
-    options = read_options(
-        allow_gaps,
-        no_tilt_correction,
-        allow_non_ct,
-        keep_padding,
-        prefer_kernel=prefer_kernel,
-        thickness_band=thickness_band,
-    )
+    options = read_flags.options()
     volume = convert_to_file(input_path, output, series_uid=series_uid, options=options)
     g = volume.geometry
     click.echo(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -55,32 +56,53 @@ def parse_band(text: str | None) -> tuple[float, float] | None:
         raise ConfigError(f"--thickness-band {text!r}: expected MIN-MAX in mm, e.g. 0.5-5") from None
 
 
-def read_options(
-    allow_gaps: bool,
-    no_tilt_correction: bool,
-    allow_non_ct: bool,
-    keep_padding: bool,
-    *,
-    prefer_kernel: str | None = None,
-    thickness_band: str | None = None,
-) -> ReadOptions:
-    """The :class:`~ctseg.io.dicom.ReadOptions` of the ``dicom_options`` flags (``None``: the default)."""
-    from ctseg.io.dicom import ReadOptions
+@dataclass(frozen=True)
+class ReadFlags:
+    """The DICOM read flags of a command (``dicom_options``), as typed; ``None`` means the default."""
 
-    default = ReadOptions()
-    return ReadOptions(
-        correct_tilt=not no_tilt_correction,
-        allow_gaps=allow_gaps,
-        allow_non_ct=allow_non_ct,
-        padding_hu=None if keep_padding else default.padding_hu,
-        prefer_kernel=prefer_kernel or default.prefer_kernel,
-        thickness_band_mm=parse_band(thickness_band) or default.thickness_band_mm,
-    )
+    prefer_kernel: str | None = None
+    thickness_band: str | None = None
+    allow_gaps: bool = False
+    no_tilt_correction: bool = False
+    allow_non_ct: bool = False
+    keep_padding: bool = False
+
+    def options(self, *, default_kernel: str | None = None) -> ReadOptions:
+        """The :class:`~ctseg.io.dicom.ReadOptions` they ask for (``default_kernel``: when --prefer-kernel is absent).
+
+        Raises
+        ------
+        ConfigError
+            For a malformed --thickness-band (or a value ReadOptions refuses).
+        """
+        from ctseg.io.dicom import ReadOptions
+
+        default = ReadOptions()
+        return ReadOptions(
+            correct_tilt=not self.no_tilt_correction,
+            allow_gaps=self.allow_gaps,
+            allow_non_ct=self.allow_non_ct,
+            padding_hu=None if self.keep_padding else default.padding_hu,
+            prefer_kernel=self.prefer_kernel or default_kernel or default.prefer_kernel,
+            thickness_band_mm=parse_band(self.thickness_band) or default.thickness_band_mm,
+        )
+
+
+def _collect_read_flags(func: F) -> F:
+    """Hand ``func`` the read flags as one ``read_flags: ReadFlags`` instead of six keyword arguments."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        flags = ReadFlags(**{f.name: kwargs.pop(f.name) for f in fields(ReadFlags)})
+        return func(*args, read_flags=flags, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def dicom_options(func: F) -> F:
     """Add ``--series``, ``--prefer-kernel``, ``--thickness-band``, ``--allow-gaps``, ``--no-tilt-correction``,
-    ``--allow-non-ct`` and ``--keep-padding``."""
+    ``--allow-non-ct`` and ``--keep-padding``; the command receives ``series_uid`` and ``read_flags``."""
+    func = _collect_read_flags(func)
     for decorator in reversed(
         [
             click.option(

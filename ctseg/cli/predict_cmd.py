@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ctseg.cli.options import dicom_options, read_options, user_errors
+from ctseg.cli.options import ReadFlags, dicom_options, user_errors
 
 if TYPE_CHECKING:
     from ctseg.infer.case import CaseResult, CaseSpec
@@ -108,12 +108,7 @@ def predict(
     subfolders: bool,
     all_series: bool,
     series_uid: str | None,
-    prefer_kernel: str | None,
-    thickness_band: str | None,
-    allow_gaps: bool,
-    no_tilt_correction: bool,
-    allow_non_ct: bool,
-    keep_padding: bool,
+    read_flags: ReadFlags,
 ) -> None:
     """Segment every case in INPUTS with one model and write masks, DICOM SEG, statistics and previews.
 
@@ -146,10 +141,7 @@ def predict(
     from ctseg.io.model_files import read_model_card
 
     # By default, the kernel class the model was trained on, when its model.json declares one.
-    kernel = prefer_kernel if prefer_kernel is not None else (read_model_card(model_dir).kernel_class or None)
-    read = read_options(
-        allow_gaps, no_tilt_correction, allow_non_ct, keep_padding, prefer_kernel=kernel, thickness_band=thickness_band
-    )
+    read = read_flags.options(default_kernel=read_model_card(model_dir).kernel_class or None)
     options = PredictOptions(
         series_uid=series_uid,
         read=read,
