@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ctseg.io.dicom.discover import SECONDARY_CAPTURE_SOP_PREFIX, DicomFile, SeriesGroup
+from ctseg.io.dicom.fast_header import FastHeader
 from ctseg.io.dicom.plan import SliceRef
 
 #: Largest |ImagePositionPatient| coordinate accepted (mm): 1 km, far outside any scanner's frame of reference.
@@ -91,10 +92,57 @@ def _functional(ds: Any, frame: int, seq: str, attr: str) -> Any:
     return None
 
 
+def _fast_floats(value: object, n: int) -> tuple[float, ...] | None:
+    """:func:`_floats` for a :class:`FastHeader` value: its multi-valued DS is already a list of float."""
+    if type(value) is list and len(value) == n:
+        return tuple(value)
+    return _floats(value, n)
+
+
+#: The keywords :func:`_classic_fast` reads; all are converted while parsing (:data:`fast_header.PER_FILE`).
+FAST_SLICE_KEYWORDS = (
+    "ImageType SamplesPerPixel RescaleSlope RescaleIntercept ImagePositionPatient ImageOrientationPatient "
+    "PixelSpacing Rows Columns AcquisitionNumber"
+).split()
+
+
+def _classic_fast(f: DicomFile, values: dict[str, Any]) -> list[SliceRef]:
+    """:func:`slices_of` for a header parsed by :mod:`fast_header` (one classic image; values already converted).
+
+    The same result as the generic path, without an attribute lookup per tag (this runs once per file of a scan).
+    """
+    get = values.get
+    image_type = get("ImageType") or ()
+    localizer = "LOCALIZER" in (
+        (image_type.upper(),) if isinstance(image_type, str) else [str(v).upper() for v in image_type]
+    )
+    secondary = f.sop_class.startswith(SECONDARY_CAPTURE_SOP_PREFIX) or _count(get("SamplesPerPixel"), 1) > 1
+    slope, intercept = _number(get("RescaleSlope"), 1.0), _number(get("RescaleIntercept"), 0.0)
+    return [
+        SliceRef(
+            f,
+            0,
+            _fast_floats(get("ImagePositionPatient"), 3),  # type: ignore[arg-type]
+            _fast_floats(get("ImageOrientationPatient"), 6),  # type: ignore[arg-type]
+            _fast_floats(get("PixelSpacing"), 2),  # type: ignore[arg-type]
+            _count(get("Rows"), 0),
+            _count(get("Columns"), 0),
+            slope,
+            intercept,
+            localizer,
+            secondary,
+            str(get("AcquisitionNumber", "") or ""),
+        )
+    ]
+
+
 def slices_of(f: DicomFile) -> list[SliceRef]:
     """The 2D slices of a file: one for a classic image, one per frame for an enhanced multi-frame image."""
     ds = f.header
-    image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
+    if type(ds) is FastHeader:  # the common case: multi-frame and functional groups are left to pydicom
+        return _classic_fast(f, ds._values)  # every keyword it reads is in fast_header.PER_FILE (tested)
+    image_type = ds.get("ImageType") or []
+    image_type = [str(image_type).upper()] if isinstance(image_type, str) else [str(v).upper() for v in image_type]
     localizer = "LOCALIZER" in image_type
     secondary = f.sop_class.startswith(SECONDARY_CAPTURE_SOP_PREFIX) or _count(_get(ds, "SamplesPerPixel"), 1) > 1
     acquisition = str(_get(ds, "AcquisitionNumber", "") or "")

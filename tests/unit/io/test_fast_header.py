@@ -402,3 +402,34 @@ def test_reading_a_series_never_needs_the_full_pydicom_header(tmp_path: Path, mo
     choice_tags = {"ConvolutionKernel": "B30f", "Manufacturer": "SIEMENS", "ContrastBolusAgent": "IOMERON"}
     write_dicom_series(tmp_path / "s", v, extra={"PixelPaddingValue": -3024, **choice_tags})
     assert read_dicom_series(tmp_path / "s").shape == v.shape
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Per-file values converted while parsing, series-level ones on first use
+# ---------------------------------------------------------------------------------------------------------------
+def test_the_fast_slice_path_reads_only_values_converted_while_parsing() -> None:
+    from ctseg.io.dicom.fast_header import PER_FILE
+    from ctseg.io.dicom.slices import FAST_SLICE_KEYWORDS
+
+    assert set(FAST_SLICE_KEYWORDS) <= PER_FILE <= set(DECODED)
+
+
+def test_series_level_values_are_converted_on_first_use(tmp_path: Path) -> None:
+    path = _one_slice(tmp_path / "s", extra={"ConvolutionKernel": "B30f", "SliceThickness": "1.5"})
+    header = _parsed(path)
+    assert "ConvolutionKernel" in header and "ConvolutionKernel" not in header._values
+    assert header.ConvolutionKernel == "B30f" and header.get("SliceThickness") == 1.5
+    assert header._values["ConvolutionKernel"] == "B30f" and "ConvolutionKernel" not in header._lazy
+    assert_same_as_pydicom(path, header)
+
+
+def test_a_series_level_value_this_parser_cannot_convert_is_pydicoms(tmp_path: Path) -> None:
+    """A DS that is not a number, kept raw while parsing: on use it is what pydicom makes of it (no exception)."""
+    path = _one_slice(tmp_path / "s", extra={"SliceThickness": "1.5"})
+    raw = path.read_bytes()
+    assert raw.count(b"1.5 ") == 1
+    path.write_bytes(raw.replace(b"1.5 ", b"abc "))
+    header = _parsed(path)
+    reference, _ = _reference(path)
+    assert _norm(header.get("SliceThickness")) == _norm(reference.get("SliceThickness"))
+    assert _norm(header.SliceThickness) == _norm(reference.SliceThickness)
