@@ -38,7 +38,7 @@ SPACING_MM = (8.0, 10 / 3, 10 / 3)
 #: Structures large enough to score Dice >= 0.9 within the demo's budget.
 LARGE = ("liver", "lungs", "spine")
 #: The demo trains with ctseg train's defaults and only a time budget, sized so the whole demo takes a few minutes.
-TRAIN_BUDGET_MINUTES = 2.5
+TRAIN_BUDGET_MINUTES = 3.5
 
 
 @dataclass
