@@ -12,10 +12,12 @@ spacing and matrix size, so such data still loads. Splitting a group into a stac
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -208,7 +210,8 @@ def iter_files(root: Path, unreadable: list[IgnoredFile] | None = None) -> list[
 
     for dirpath, dirnames, filenames in os.walk(root, onerror=note):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        out.extend(Path(dirpath) / f for f in sorted(filenames) if not f.startswith("."))
+        folder = Path(dirpath)
+        out.extend(folder / f for f in sorted(filenames) if not f.startswith("."))
     return out
 
 
@@ -251,13 +254,22 @@ def discover(root: Path, *, notes: PydicomNotes | None = None) -> Discovery:
     root = Path(root)
     if not root.exists():
         raise DicomSeriesError(SeriesReason.NO_DICOM, f"{root} does not exist; pass a DICOM folder or file")
-    # The headers of a scan are many small acyclic objects that all live on: the cyclic garbage collector's passes
-    # over them during the scan find nothing and cost about a fifth of it (benchmarks/inspect_speed.py). Files
-    # read by pydicom may leave cycles behind, so those are collected every PYDICOM_READS_PER_COLLECTION reads.
+    with paused_gc():
+        return _scan(root, notes)
+
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """No cyclic garbage collection inside (nested uses are fine); the collector's previous state after.
+
+    The headers and slices of a scan are many small acyclic objects that all live on: the collector's passes over
+    them during a scan find nothing and cost about a fifth of it (``benchmarks/inspect_speed.py``). Files read by
+    pydicom may leave cycles behind, so :func:`discover` collects every :data:`PYDICOM_READS_PER_COLLECTION` of them.
+    """
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _scan(root, notes)
+        yield
     finally:
         if collecting:
             gc.enable()

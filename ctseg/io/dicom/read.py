@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ctseg.errors import DicomSeriesError, SeriesReason
-from ctseg.io.dicom.discover import Discovery, IgnoredFile, discover, unreadable_note
+from ctseg.io.dicom.discover import Discovery, IgnoredFile, discover, paused_gc, unreadable_note
 from ctseg.io.dicom.plan import CheckedSeries, ReadOptions, SeriesCheck, SeriesWarning
 from ctseg.io.dicom.quiet import header_notes, quiet_pydicom
 from ctseg.io.dicom.ranking import SeriesChoice, choose_series
@@ -202,7 +202,7 @@ def inspect_dicom(
         ``NO_DICOM`` when the path does not exist; ``SERIES_NOT_FOUND`` / ``AMBIGUOUS_SERIES`` for a
         ``series_uid`` that names no series or several.
     """
-    with quiet_pydicom() as notes:
+    with quiet_pydicom() as notes, paused_gc():  # headers and slices of every file: see paused_gc
         found = discover(Path(path), notes=notes)
         plans = tuple(plan_series(g, options) for g in found.groups)
     choice = choose_series(plans, series=series_uid, options=options)

@@ -57,8 +57,17 @@ MAX_SINGLE_SLICE_MM = 1000.0
 MAX_LOCALIZER_SLICES = 3
 
 
-def _orientation_key(s: SliceRef) -> tuple[int, ...]:
-    return tuple(np.round(np.asarray(s.orientation or ()) / ORIENTATION_TOL).astype(int).tolist())
+def _orientation_keys(slices: list[SliceRef]) -> list[tuple[int, ...]]:
+    """Each slice's orientation rounded to :data:`ORIENTATION_TOL` steps (computed once per distinct orientation)."""
+    done: dict[tuple[float, ...] | None, tuple[int, ...]] = {}
+    keys = []
+    for s in slices:
+        key = done.get(s.orientation)
+        if key is None:
+            key = tuple(np.round(np.asarray(s.orientation or ()) / ORIENTATION_TOL).astype(int).tolist())
+            done[s.orientation] = key
+        keys.append(key)
+    return keys
 
 
 def _error(info: SeriesInfo, reason: SeriesReason, message: str) -> DicomSeriesError:
@@ -130,7 +139,8 @@ def _select_slices(
     kept = _image_slices(info, candidates, skipped)
     if isinstance(kept, DicomSeriesError):
         return kept
-    by_orientation = Counter(_orientation_key(s) for s in kept)
+    keys = _orientation_keys(kept)
+    by_orientation = Counter(keys)
     main_key, main_count = by_orientation.most_common(1)[0]
     others = len(kept) - main_count
     if others:
@@ -141,10 +151,10 @@ def _select_slices(
                 f"{len(by_orientation)} slice orientations ({main_count} vs {others} slices); expected one. "
                 "Export each orientation as its own series",
             )
-        for s in kept:
-            if _orientation_key(s) != main_key:
+        for s, key in zip(kept, keys, strict=True):
+            if key != main_key:
                 skipped.append(f"{s.file.path.name}: orientation differs from the stack (localizer/scout)")
-        kept = [s for s in kept if _orientation_key(s) == main_key]
+        kept = [s for s, key in zip(kept, keys, strict=True) if key == main_key]
     sizes = Counter((s.rows, s.cols) for s in kept)
     if len(sizes) > 1:
         found = ", ".join(f"{r}x{c} ({n})" for (r, c), n in sizes.items())
