@@ -97,10 +97,19 @@ def make_ct(path: Path, shape: tuple[int, int, int], spacing: tuple[float, float
     return path
 
 
+def pin_variant(model: LoadedModel, runtime: str, variant: str) -> None:
+    """Make ``runtime`` run exactly ``variant``: ``--runtime openvino`` means the fastest gate-passing OpenVINO
+    variant, which may be the int8 one; a benchmark of the default precision must not measure int8 instead."""
+    model.runtimes.clear()
+    if runtime != "torch":
+        model.runtimes[f"choice:{runtime}:cpu"] = variant
+
+
 def predictor_for(model: LoadedModel, variant: str) -> Any:
     cpu = torch.device("cpu")
     if variant.startswith("torch"):
         return make_predictor(model.network, cpu, amp=variant == "torch-bf16")
+    pin_variant(model, variant, variant)
     return window_predictor(model, cpu, runtime=variant)
 
 
@@ -129,6 +138,7 @@ def end_to_end(model: LoadedModel, variant: str, ct_path: Path, out: Path, repea
     runtime = "torch" if variant.startswith("torch") else variant
     model.infer = replace(model.infer, amp=variant != "torch-fp32")
     options = PredictOptions(formats=("nifti",), device="cpu", runtime=runtime, overwrite=True, progress=False)
+    pin_variant(model, runtime, variant)
     times = []
     for _ in range(repeats):
         result = predict_case("case", ct_path, model, out, options)
