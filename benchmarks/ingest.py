@@ -66,6 +66,8 @@ WINDOW = (40.0, 400.0)  # level, width in HU
 #: Goals stated in the issue: ctseg time / reference time.
 GOAL_READ = 2.0
 GOAL_PREPROCESS = 1.2
+#: Whole-process `ctseg convert` vs dcm2niix (start-up included).
+GOAL_STARTUP = 2.0
 SYNTH_VERSION = 1  # bump when the synthetic series changes, so a reused --workdir is rewritten
 
 
@@ -777,7 +779,10 @@ def main(argv: list[str] | None = None) -> int:
         help="keep the synthetic inputs here and reuse them (default: a temp dir, removed)",
     )
     ap.add_argument(
-        "--only", choices=("read", "resample", "window"), action="append", help="run only these sections (repeatable)"
+        "--only",
+        choices=("read", "resample", "window", "startup"),
+        action="append",
+        help="run only these sections (repeatable)",
     )
     ap.add_argument(
         "--profile",
@@ -789,7 +794,7 @@ def main(argv: list[str] | None = None) -> int:
     slices = args.slices or (48 if args.quick else 300)
     repeats = args.repeats or (1 if args.quick else 3)
     procs = args.processes or (1 if args.quick else 2)
-    sections = set(args.only or ("read", "resample", "window"))
+    sections = set(args.only or ("read", "resample", "window", "startup"))
 
     t_start = time.perf_counter()
     env = environment()
@@ -911,6 +916,16 @@ def main(argv: list[str] | None = None) -> int:
                 line = f"{ok:<4}  3 {r.case}: ctseg apply_window vs numpy incl. astype = {r.ratio2:.2f}x (goal <= {GOAL_PREPROCESS}x)"
                 goal_lines.append(line)
                 print(line)
+        if "startup" in sections:
+            # Whole process, as a user runs it: `ctseg convert` vs dcm2niix on a 140-slice series (benchmarks/startup.py).
+            from startup import compare
+
+            print("\nstartup: whole-process `ctseg convert` vs dcm2niix (140 slices of 512x512, .nii out)")
+            ratio = compare(140, 3 if args.quick else 10)
+            line = f"{'PASS' if ratio <= GOAL_STARTUP else 'FAIL':<4}  whole-process convert vs dcm2niix = {ratio:.2f}x"
+            line += f" (goal <= {GOAL_STARTUP}x)"
+            goal_lines.append(line)
+            print(line)
         if args.profile and "read" in sections:
             # In a fresh process, like the timings (no state left over from writing the series).
             proc = ctx.Process(target=profile_read, args=(synth, 30))

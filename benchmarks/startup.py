@@ -1,7 +1,7 @@
 """Whole-process start-up: ``ctseg convert`` of a DICOM series vs ``dcm2niix``, and what ctseg's imports cost.
 
-Hyperfine-style: the two commands alternate, ``--runs`` times each after one warm-up (page cache warm for both),
-and the median and minimum wall times are printed with their ratio (issue goal: ctseg <= 2x dcm2niix). The series
+Hyperfine-style: the two commands alternate, ``--runs`` times each after one warm-up (page cache warm for both;
+ctseg's bytecode compiled, as an installed package's is; the output folder emptied before each run), and the median and minimum wall times are printed with their ratio (issue goal: ctseg <= 2x dcm2niix). The series
 is written here (``--slices`` slices of 512x512 int16, uncompressed, as most scanners export) unless ``--series``
 names one. Both write uncompressed ``.nii`` unless ``--gzip`` (deflating noise-filled synthetic slices would
 dominate both). Then ``python -X importtime`` of the same ``ctseg convert`` lists the modules that cost most.
@@ -34,12 +34,21 @@ def write_series(folder: Path, slices: int) -> Path:
     return folder
 
 
-def timed_runs(commands: dict[str, list[str]], runs: int) -> dict[str, list[float]]:
+def _clear(folder: Path) -> None:
+    """Empty the output folder (untimed): each command writes a new file, as on a first conversion. Replacing an
+    existing output would time the file system freeing the old one (tens of ms for 70 MB), and dcm2niix would not
+    replace it but add a suffixed file."""
+    for p in folder.iterdir():
+        p.unlink()
+
+
+def timed_runs(commands: dict[str, list[str]], runs: int, out: Path) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {k: [] for k in commands}
-    for cmd in commands.values():  # warm-up: page cache, .pyc files
+    for cmd in commands.values():  # warm-up: page cache
         subprocess.run(cmd, check=True, capture_output=True)
     for _ in range(runs):
         for name, cmd in commands.items():
+            _clear(out)
             t = time.perf_counter()
             subprocess.run(cmd, check=True, capture_output=True)
             times[name].append(time.perf_counter() - t)
@@ -68,13 +77,23 @@ def main() -> None:
         "--gzip", action="store_true", help="Both write .nii.gz (default .nii: start-up and reading, not deflate)."
     )
     args = parser.parse_args()
+    compare(args.slices, args.runs, args.series, gzip=args.gzip)
+
+
+def compare(slices: int, runs: int, series: Path | None = None, *, gzip: bool = False) -> float:
+    """Print the whole-process comparison and the import costs; return ctseg's median ratio to dcm2niix."""
     dcm2niix = shutil.which("dcm2niix") or str(Path(sys.executable).parent / "dcm2niix")
+    # An installed package has its bytecode compiled (pip does it at install); an editable install run with
+    # PYTHONDONTWRITEBYTECODE set (as on this project's machines) would compile ctseg's modules on every start.
+    import ctseg
+
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(Path(ctseg.__file__).parent)], check=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        series = args.series or write_series(work / "series", args.slices)
+        series = series or write_series(work / "series", slices)
         out = work / "out"
         out.mkdir()
-        suffix = "nii.gz" if args.gzip else "nii"
+        suffix = "nii.gz" if gzip else "nii"
         commands = {
             "ctseg convert": [
                 sys.executable,
@@ -88,7 +107,7 @@ def main() -> None:
             "dcm2niix": [
                 dcm2niix,
                 "-z",
-                "y" if args.gzip else "n",
+                "y" if gzip else "n",
                 "-b",
                 "n",
                 "-o",
@@ -99,8 +118,8 @@ def main() -> None:
             ],
             "python -c pass": [sys.executable, "-c", "pass"],
         }
-        times = timed_runs(commands, args.runs)
-        print(f"{series}: {len(os.listdir(series))} files; {args.runs} runs each, alternating, after one warm-up")
+        times = timed_runs(commands, runs, out)
+        print(f"{series}: {len(os.listdir(series))} files; {runs} runs each, alternating, after one warm-up")
         ref = statistics.median(times["dcm2niix"])
         for name, t in times.items():
             print(
@@ -111,6 +130,7 @@ def main() -> None:
         for seconds, name in import_costs(commands["ctseg convert"], 8):
             print(f"  {seconds:6.3f}  {name}")
 
+        return statistics.median(times["ctseg convert"]) / ref
 
 if __name__ == "__main__":
     main()

@@ -22,6 +22,14 @@ from ctseg._version import __version__
 from ctseg.cli.options import ReadFlags, dicom_options, user_errors
 
 
+def _not_pydicom_below_error(record: logging.LogRecord) -> bool:
+    return not (record.name.split(".")[0] == "pydicom" and record.levelno < logging.ERROR)
+
+
+#: One filter object, so that repeated set-ups (the group callback runs per invocation) add it once per handler.
+_PYDICOM_BELOW_ERROR = _not_pydicom_below_error
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="ctseg")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
@@ -35,11 +43,17 @@ def cli(verbose: int) -> None:
     """
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    # pydicom logs recoverable header oddities of every file; they drown the user's own messages. Importing it sets
-    # its logger's level, so import it first: a later import would undo the level set here.
-    import pydicom  # noqa: F401
+    if verbose >= 2:
+        # Importing pydicom sets its logger's level, so import it before asking for its debug records.
+        import pydicom  # noqa: F401
 
-    logging.getLogger("pydicom").setLevel(logging.DEBUG if verbose >= 2 else logging.ERROR)
+        logging.getLogger("pydicom").setLevel(logging.DEBUG)
+        return
+    # pydicom logs recoverable header oddities of every file; they drown the user's own messages (ctseg reports
+    # them once, as HEADER_REPAIRED). Filtered at the terminal's handler rather than by the pydicom logger's level,
+    # which pydicom's import resets: importing it here would cost every command 0.2 s (benchmarks/startup.py).
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_PYDICOM_BELOW_ERROR)
 
 
 @cli.command()

@@ -81,7 +81,12 @@ def _typical_steps(steps: np.ndarray) -> np.ndarray:
     padded = np.concatenate([np.full(GAP_WINDOW, np.nan), steps, np.full(GAP_WINDOW, np.nan)])
     windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * GAP_WINDOW + 1).copy()
     windows[:, GAP_WINDOW] = np.nan
-    return np.asarray(np.nanmedian(windows, axis=1))
+    # np.nanmedian's way, without its numpy.ma import (8 ms of every start): NaNs sort last, so the median of the
+    # k finite values of a row is the mean of its sorted entries (k-1)//2 and k//2 (k >= 1 for 2+ steps).
+    ordered = np.sort(windows, axis=1)
+    k = np.count_nonzero(~np.isnan(windows), axis=1)
+    rows = np.arange(len(steps))
+    return np.asarray(0.5 * (ordered[rows, (k - 1) // 2] + ordered[rows, k // 2]))
 
 
 def _uniform_step(steps: np.ndarray) -> float:
