@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -315,11 +316,23 @@ def _write_outputs(
     folder: Path, done: _Segmented, model: LoadedModel, formats: tuple[str, ...], result: CaseResult
 ) -> dict[str, Any] | None:
     """Write the case's files into ``folder``; return the DICOM SEG record (written, or skipped and why)."""
+    # The mask's deflate (zlib releases the GIL) runs on a second thread beside the SEG, statistics and preview:
+    # on a full-size CT it is the longest single write, and the rest of this phase keeps one core busy.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ctseg-mask") as pool:
+        mask = pool.submit(write_image, done.labels, folder / "mask.nii.gz") if "nifti" in formats else None
+        seg = _write_others(folder, done, model, formats, result)
+        if mask is not None:
+            mask.result()  # re-raises the writer's error
+            result.outputs.insert(0, "mask.nii.gz")
+    return seg
+
+
+def _write_others(
+    folder: Path, done: _Segmented, model: LoadedModel, formats: tuple[str, ...], result: CaseResult
+) -> dict[str, Any] | None:
+    """DICOM SEG (when asked for and the source is DICOM), ``stats.json`` and ``preview.png``."""
     volume, labels, image = done.volume, done.labels, done.image
     seg: dict[str, Any] | None = None
-    if "nifti" in formats:
-        write_image(labels, folder / "mask.nii.gz")
-        result.outputs.append("mask.nii.gz")
     if "dicom-seg" in formats and image is not None:
         from ctseg.io.dicom_seg import write_dicom_seg
 
