@@ -100,7 +100,8 @@ def make_ct(path: Path, shape: tuple[int, int, int], spacing: tuple[float, float
 def pin_variant(model: LoadedModel, runtime: str, variant: str) -> None:
     """Make ``runtime`` run exactly ``variant``: ``--runtime openvino`` means the fastest gate-passing OpenVINO
     variant, which may be the int8 one; a benchmark of the default precision must not measure int8 instead."""
-    model.runtimes.clear()
+    for key in [k for k in model.runtimes if k.startswith("choice:")]:
+        del model.runtimes[key]  # the choice only: compiled predictors stay cached, as in a batch
     if runtime != "torch":
         model.runtimes[f"choice:{runtime}:cpu"] = variant
 
@@ -160,7 +161,9 @@ def calibration_data(model: LoadedModel, work: Path, calibration: Path | None, q
     return gather_data(model, folder, max_windows=16 if quick else 32, max_cases=cases)
 
 
-def bench_network(name: str, model_dir: Path, ct_path: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+def bench_network(
+    name: str, model_dir: Path, ct_path: Path, work: Path, args: argparse.Namespace, variants: list[str]
+) -> dict[str, Any]:
     model = load_model(model_dir)
     data = calibration_data(model, work, args.calibration, args.quick)
     gates: dict[str, Any] = {}
@@ -177,12 +180,21 @@ def bench_network(name: str, model_dir: Path, ct_path: Path, work: Path, args: a
     pre = preprocess_image(read_image(ct_path), model.preprocess)
     image = torch.from_numpy(np.ascontiguousarray(pre.array))[None, None]
     rows: dict[str, dict[str, float]] = {}
-    for variant in VARIANTS:
+    for variant in variants:
         forward = pure_forward(model, predictor_for(model, variant), image, args.repeats)
         e2e = end_to_end(model, variant, ct_path, work / f"out_{name}", args.repeats)
         rows[variant] = {"pure_forward_s": forward, "end_to_end_s": e2e}
         print(f"  {variant:17s} pure forward {forward:7.2f} s   end to end {e2e:7.2f} s", flush=True)
-    return {"grid_zyx": list(pre.shape), "patch": list(model.patch_size), "variants": rows, "gates": gates}
+    from ctseg.runtime.select import choose_variant
+
+    auto = choose_variant(model.meta, runtime="auto", device="cpu")
+    return {
+        "grid_zyx": list(pre.shape),
+        "patch": list(model.patch_size),
+        "variants": rows,
+        "gates": gates,
+        "auto": auto,
+    }
 
 
 def report(name: str, result: dict[str, Any], today: str) -> None:
@@ -195,6 +207,12 @@ def report(name: str, result: dict[str, Any], today: str) -> None:
             f"  {variant:17s} {r['pure_forward_s']:10.2f} {r['end_to_end_s']:8.2f} "
             f"{r['end_to_end_s'] / r['pure_forward_s']:12.2f} {base / r['end_to_end_s']:23.2f}x"
         )
+    auto = result["auto"]
+    auto_row = rows.get(auto) or rows.get("torch-bf16" if auto == "torch" else "")
+    if auto_row is not None:
+        print(f"  --runtime auto picks {auto}: end to end {base / auto_row['end_to_end_s']:.2f}x faster than {today}")
+    else:
+        print(f"  --runtime auto picks {auto} (not measured here)")
     for variant, g in result["gates"].items():
         dice = ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} -" for k, v in g["dice"].items())
         verdict = "recommended" if g["recommended"] else "NOT recommended"
@@ -209,6 +227,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="Timed repeats per measurement (median).")
     parser.add_argument("--workdir", type=Path, help="Keep inputs here (default: a temporary folder).")
     parser.add_argument("--out", type=Path, help="Write the results as JSON.")
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help="Comma-separated subset of the variants (default all); today's path is always measured.",
+    )
+    parser.add_argument(
+        "--gpu-net-variants",
+        default=None,
+        help="Variants for the gpu-budget network (default: --variants); 'none' skips that network.",
+    )
     args = parser.parse_args()
     cpu = cpu_description()
     flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in cpu["flags"].items())
@@ -226,14 +254,25 @@ def main() -> None:
             networks[f"model {args.model}"] = Path(shutil.copytree(args.model, work / "trained"))
         else:
             networks["cpu-budget UNet 16..128"] = make_model(work / "cpu_net", "unet", (16, 32, 64, 128), patch)
-        if not args.quick:
+        def chosen(text: str) -> list[str]:
+            names = [v for v in text.split(",") if v]
+            unknown = sorted(set(names) - set(VARIANTS))
+            if unknown:
+                parser.error(f"unknown variants {unknown}; expected some of {', '.join(VARIANTS)}")
+            return [v for v in VARIANTS if v in names or v == today]
+
+        wanted = {"cpu": chosen(args.variants)}
+        gpu_variants = args.gpu_net_variants or args.variants
+        if not args.quick and gpu_variants != "none":
+            wanted["gpu"] = chosen(gpu_variants)
             networks["gpu-budget DynUNet 32..320"] = make_model(
                 work / "gpu_net", "dynunet", (32, 64, 128, 256, 320), patch
             )
         results: dict[str, Any] = {"cpu": cpu, "ct_shape": shape, "today": today, "networks": {}}
         for name, folder in networks.items():
             print(f"{name}:", flush=True)
-            results["networks"][name] = bench_network(name.split()[0], folder, ct_path, work, args)
+            variants = wanted["gpu"] if name.startswith("gpu") else wanted["cpu"]
+            results["networks"][name] = bench_network(name.split()[0], folder, ct_path, work, args, variants)
         for name, result in results["networks"].items():
             report(name, result, today)
     if args.out:
