@@ -117,6 +117,9 @@ def predictor_for(model: LoadedModel, variant: str) -> Any:
 def pure_forward(model: LoadedModel, predictor: Any, image: torch.Tensor, repeats: int) -> float:
     """Median seconds of the predictor over every window of ``image`` (1, 1, Z, Y, X), nothing else."""
     p = model.patch_size
+    pads = [max(0, w - n) for w, n in zip(p, image.shape[2:], strict=True)]
+    if any(pads):  # a grid smaller than the window is padded, as the sliding window does
+        image = torch.nn.functional.pad(image, (0, pads[2], 0, pads[1], 0, pads[0]))
     z, y, x = image.shape[2:]
     starts = [
         (a, b, c)

@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -28,7 +29,7 @@ from types import FrameType
 from ctseg.device import resolve_device
 from ctseg.distributed import DistInfo, barrier, dist_info_from_env, init_distributed, shutdown
 from ctseg.errors import OutputPathError
-from ctseg.infer.case import FORMATS, CaseResult, CaseSpec, PredictOptions, recover_case, run_case
+from ctseg.infer.case import FORMATS, CaseResult, CaseSpec, PredictOptions, prepare_case, recover_case, run_case
 from ctseg.infer.model import LoadedModel, load_model
 from ctseg.io import is_image_file
 from ctseg.io.atomic import full_suffix, write_text_atomic
@@ -248,14 +249,31 @@ def predict_batch(
     model = load_model(model_dir)
     part = out_dir / ("manifest.csv" if world == 1 else f"manifest.part{rank}of{world}.csv")
     manifest, results = _Manifest(part), []
-    with _stop_on_signal() as stop:
+    # A case's outputs are written on a second thread while the next case is read and segmented (one case in
+    # writing at a time, so memory holds at most two cases); results reach the manifest in case order.
+    with _stop_on_signal() as stop, ThreadPoolExecutor(max_workers=1, thread_name_prefix="ctseg-write") as writer:
+        writing: list[tuple[Future[None], CaseResult]] = []
+
+        def settle() -> None:
+            for future, result in writing:
+                future.result()  # finish() records its failures in the result; it does not raise
+                results.append(result)
+                manifest.update([result.row()])
+            writing.clear()
+
         try:
             for spec in tqdm(cases, desc="predicting", unit="case", disable=not options.progress):
-                results.append(run_case(spec, model, out_dir, opts))
-                manifest.update([results[-1].row()])
+                prepared = prepare_case(spec, model, out_dir, opts)
+                settle()
+                if prepared.finish is None:
+                    results.append(prepared.result)
+                    manifest.update([prepared.result.row()])
+                else:
+                    writing.append((writer.submit(prepared.finish), prepared.result))
                 if stop:
                     break
         finally:
+            settle()
             done = {r.case for r in results}
             manifest.update(
                 [CaseResult(s.name, printable(s.path), "not_run").row() for s in cases if s.name not in done]

@@ -1,6 +1,8 @@
 """One case from input to committed outputs: read, check identity, segment, write, commit as a whole.
 
-:func:`run_case` is the one implementation used by ``ctseg predict`` (:mod:`ctseg.infer.batch`) and by any server.
+:func:`run_case` is the one implementation used by ``ctseg predict`` (:mod:`ctseg.infer.batch`) and by any server;
+it is :func:`prepare_case` (read, segment) then the returned ``finish`` (write, commit), which ``ctseg predict`` runs
+on a second thread while it prepares the next case.
 A case's outputs (``mask.nii.gz``, ``seg.dcm``, ``stats.json``, ``preview.png`` and last ``case.json``) are written
 into a hidden sibling folder ``OUT/.<case>.partial-<pid>`` and swapped in by rename: the old folder is renamed
 aside, the new one renamed in, then the old one removed. A process killed at any point leaves the case wholly old
@@ -20,6 +22,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -230,6 +233,26 @@ def run_case(spec: CaseSpec, model: LoadedModel, out_dir: Path, options: Predict
     A finished case of the same input and model is ``skipped`` (unless ``options.overwrite``); a folder holding
     another input's results is refused (``CaseConflictError``) unless ``options.overwrite``.
     """
+    prepared = prepare_case(spec, model, out_dir, options)
+    if prepared.finish is not None:
+        prepared.finish()
+    return prepared.result
+
+
+@dataclass
+class PreparedCase:
+    """A case read and segmented: ``finish()`` writes and commits its outputs (never raises; failures go to
+    ``result``). ``finish`` is None when the case needs no writing (skipped, or already failed)."""
+
+    result: CaseResult
+    finish: Callable[[], None] | None
+
+
+def prepare_case(spec: CaseSpec, model: LoadedModel, out_dir: Path, options: PredictOptions) -> PreparedCase:
+    """The first half of :func:`run_case`: recover, check identity and state, read and segment.
+
+    ``ctseg predict`` runs the returned ``finish`` (the writing) on a second thread while it prepares the next case.
+    """
     result = CaseResult(spec.name, printable(spec.path))
     t0 = time.perf_counter()
     try:
@@ -241,27 +264,34 @@ def run_case(spec: CaseSpec, model: LoadedModel, out_dir: Path, options: Predict
         if state == "complete" and not options.overwrite:
             record = read_record(case_dir) or {}
             result.status, result.outputs = "skipped", [str(n) for n in record.get("outputs", [])]
-            return result
+            return PreparedCase(result, None)
         if state == "conflict" and not options.overwrite:
             raise CaseConflictError(_conflict_message(case_dir, identity))
-        _segment_and_commit(spec, model, out_dir, options, result, identity)
-        result.seconds["total"] = time.perf_counter() - t0
+        done = _read_and_segment(spec, model, options, result, identity)
     except Exception as exc:  # noqa: BLE001 -- any failure of one case is that case's, and the batch goes on
-        result.status, result.error, result.outputs = "failed", one_line(exc), []
-        result.seconds = {"total": time.perf_counter() - t0}
-        log.warning("case %s failed: %s", spec.name, result.error)
-        log.debug("case %s traceback", spec.name, exc_info=True)
-    return result
+        _failed(result, exc, t0)
+        return PreparedCase(result, None)
+
+    def finish() -> None:
+        try:
+            _write_and_commit(spec, model, out_dir, options, result, identity, done)
+            result.seconds["total"] = time.perf_counter() - t0
+        except Exception as exc:  # noqa: BLE001 -- as above
+            _failed(result, exc, t0)
+
+    return PreparedCase(result, finish)
 
 
-def _segment_and_commit(
-    spec: CaseSpec,
-    model: LoadedModel,
-    out_dir: Path,
-    options: PredictOptions,
-    result: CaseResult,
-    identity: dict[str, str],
-) -> None:
+def _failed(result: CaseResult, exc: Exception, t0: float) -> None:
+    result.status, result.error, result.outputs = "failed", one_line(exc), []
+    result.seconds = {"total": time.perf_counter() - t0}
+    log.warning("case %s failed: %s", result.case, result.error)
+    log.debug("case %s traceback", result.case, exc_info=exc)
+
+
+def _read_and_segment(
+    spec: CaseSpec, model: LoadedModel, options: PredictOptions, result: CaseResult, identity: dict[str, str]
+) -> _Segmented:
     t0 = time.perf_counter()
     volume, image = read_input(spec.path, series_uid=spec.series_uid or options.series_uid, options=options.read)
     if image is not None and image.series_uid != identity["series_uid"]:
@@ -279,18 +309,31 @@ def _segment_and_commit(
         tta = cfg.tta if options.tta is None else options.tta
         cfg = replace(cfg, tta=tta, overlap=cfg.overlap if options.overlap is None else options.overlap)
     labels = segment(volume, model, config=cfg, device=options.device, runtime=options.runtime)
+    result.seconds.update({"read": t1 - t0, "infer": time.perf_counter() - t1})
+    return _Segmented(volume, labels, image)
+
+
+def _write_and_commit(
+    spec: CaseSpec,
+    model: LoadedModel,
+    out_dir: Path,
+    options: PredictOptions,
+    result: CaseResult,
+    identity: dict[str, str],
+    done: _Segmented,
+) -> None:
     t2 = time.perf_counter()
     partial = path_inside(out_dir, f".{spec.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        seg = _write_outputs(partial, _Segmented(volume, labels, image), model, options.formats, result)
-        result.seconds.update({"read": t1 - t0, "infer": t2 - t1, "write": time.perf_counter() - t2})
+        seg = _write_outputs(partial, done, model, options.formats, result)
+        result.seconds["write"] = time.perf_counter() - t2
         record = {
             "status": "ok",
             "case": spec.name,
             **identity,
-            "series": series_record(image) if image is not None else None,
+            "series": series_record(done.image) if done.image is not None else None,
             "seg": seg,
             "outputs": result.outputs,
             "warnings": result.warnings,

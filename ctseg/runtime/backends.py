@@ -24,7 +24,8 @@ def _per_window(run: Callable[[np.ndarray], np.ndarray]) -> WindowPredictor:
     def predictor(batch: torch.Tensor) -> torch.Tensor:
         x = batch.detach().to("cpu", torch.float32).numpy()
         outs = [run(np.ascontiguousarray(x[i : i + 1])) for i in range(x.shape[0])]
-        return torch.from_numpy(np.concatenate(outs, axis=0).astype(np.float32, copy=False))
+        out = outs[0] if len(outs) == 1 else np.concatenate(outs, axis=0)  # one window: no second copy
+        return torch.from_numpy(out.astype(np.float32, copy=False))
 
     return predictor
 

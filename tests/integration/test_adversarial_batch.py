@@ -729,3 +729,47 @@ def test_real_series_with_blank_uids(tmp_path: Path, shared_data: Path) -> None:
     record = json.loads((tmp_path / "out" / "ct" / "case.json").read_text())
     assert record["seg"]["written"] is False and "SOPInstanceUID, SOPClassUID" in record["seg"]["reason"]
     assert record["fingerprint"] and record["series"]["modality"] == "CT"
+
+
+def test_a_case_is_written_while_the_next_is_segmented(
+    tmp_path: Path, models: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writing runs on the writer thread, overlapping the next case's inference; the manifest keeps case order and
+    a failure while writing stays that case's."""
+    import threading
+
+    from ctseg.infer import case as case_module
+    from ctseg.infer.batch import PredictOptions, predict_batch
+
+    inputs = [study(tmp_path / "in" / f"s{k}", seed=k) for k in range(3)]
+    events: list[tuple[str, str, str]] = []
+    real_segment, real_write = case_module.segment, case_module._write_outputs
+
+    def segment(*args: object, **kwargs: object) -> object:
+        events.append(("segment start", threading.current_thread().name, ""))
+        time.sleep(0.3)  # long enough for the previous case's writing to start beside it
+        out = real_segment(*args, **kwargs)  # type: ignore[arg-type]
+        events.append(("segment end", threading.current_thread().name, ""))
+        return out
+
+    def write(folder: Path, done: object, *args: object) -> object:
+        name = folder.name.split(".partial")[0].lstrip(".")
+        events.append(("write start", threading.current_thread().name, name))
+        if name == "s1":
+            raise OSError("disk full (simulated)")
+        return real_write(folder, done, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(case_module, "segment", segment)
+    monkeypatch.setattr(case_module, "_write_outputs", write)
+    results = predict_batch(inputs, models[0], tmp_path / "out", PredictOptions(progress=False))
+    assert [(r.case, r.status) for r in results] == [("s0", "ok"), ("s1", "failed"), ("s2", "ok")]
+    assert "disk full" in results[1].error and not (tmp_path / "out" / "s1").exists()
+    assert all(t.startswith("ctseg-write") for kind, t, _ in events if kind == "write start")
+    kinds = [(kind, name) for kind, _, name in events]
+    # s0 is being written before the second case's inference has ended
+    assert kinds.index(("write start", "s0")) < [i for i, k in enumerate(kinds) if k[0] == "segment end"][1]
+    rows = list(csv.DictReader(open(tmp_path / "out" / "manifest.csv")))
+    assert [(r["case"], r["status"]) for r in rows] == [("s0", "ok"), ("s1", "failed"), ("s2", "ok")]
+    for name in ("s0", "s2"):
+        assert json.loads((tmp_path / "out" / name / "case.json").read_text())["status"] == "ok"
+    assert not list((tmp_path / "out").glob(".*partial*"))

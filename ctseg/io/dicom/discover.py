@@ -16,7 +16,6 @@ import contextlib
 import gc
 import logging
 import os
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ if TYPE_CHECKING:  # pydicom is imported only where a file needs it: the fast he
 
 from ctseg.errors import DicomSeriesError, SeriesReason
 from ctseg.io.dicom.fast_header import FastHeader, parse_header
-from ctseg.io.dicom.quiet import PydicomNotes
+from ctseg.io.dicom.quiet import PydicomNotes, ignored_warnings
 
 log = logging.getLogger(__name__)
 
@@ -144,9 +143,8 @@ def read_header(path: Path) -> tuple[Dataset, int | None]:
     import pydicom
 
     force = not _has_magic(path)
-    with open(path, "rb") as fp, warnings.catch_warnings():
+    with open(path, "rb") as fp, ignored_warnings():
         # pydicom warns about recoverable header oddities (VR mismatches, bad UIDs); they are not ours to print.
-        warnings.simplefilter("ignore")
         ds = pydicom.dcmread(fp, stop_before_pixels=True, force=force)
         # pydicom stops with the file positioned at the tag of the first pixel element.
         offset = fp.tell()

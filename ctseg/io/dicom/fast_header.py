@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import os
 import struct
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -476,8 +475,9 @@ def _check_encoding(r: _Reader, pos: int, explicit: bool) -> None:
 def _load_dataset(path: Path) -> Any:
     import pydicom
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # recoverable header oddities, as in discover.read_header
+    from ctseg.io.dicom.quiet import ignored_warnings
+
+    with ignored_warnings():  # recoverable header oddities, as in discover.read_header
         return pydicom.dcmread(path, stop_before_pixels=True, force=True)
 
 

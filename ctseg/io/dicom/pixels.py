@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import os
 import struct
-import warnings
 
 import numpy as np
 
 from ctseg.errors import DicomSeriesError, SeriesReason, UnsupportedTransferSyntaxError
 from ctseg.io.dicom.discover import DicomFile
+from ctseg.io.dicom.quiet import ignored_warnings
 
 IMPLICIT_LE = "1.2.840.10008.1.2"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -224,8 +224,7 @@ def read_stored_frames(f: DicomFile) -> np.ndarray:
 
     ts = transfer_syntax(f)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # recoverable header oddities; the decode result is what matters
+        with ignored_warnings():  # recoverable header oddities; the decode result is what matters
             ds = pydicom.dcmread(f.path, force=True)
             arr = ds.pixel_array
     except NotImplementedError as exc:

@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ctseg.errors import SeriesReason
 
+#: Held around every change of the process-wide warning filters and of pydicom's logger (``catch_warnings`` is not
+#: thread-safe: two overlapping uses can leave the filters of one behind). ``ctseg predict`` writes one case on a
+#: second thread while it reads the next; re-entrant, so nested uses on one thread are fine.
+WARNINGS_LOCK = threading.RLock()
 #: The logger pydicom writes to.
 PYDICOM_LOGGER = "pydicom"
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
@@ -71,6 +76,22 @@ def quiet_pydicom() -> Iterator[PydicomNotes]:
     With the ``pydicom`` logger at DEBUG (``ctseg -vv``) its records still go through, for debugging. Warnings
     from other libraries are re-issued unchanged.
     """
+    with WARNINGS_LOCK:
+        with _quiet() as notes:
+            yield notes
+
+
+@contextmanager
+def ignored_warnings(message: str = "", category: type[Warning] = Warning) -> Iterator[None]:
+    """``warnings.catch_warnings`` ignoring ``category`` warnings whose text matches ``message`` (all by default),
+    under :data:`WARNINGS_LOCK`."""
+    with WARNINGS_LOCK, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=message, category=category)
+        yield
+
+
+@contextmanager
+def _quiet() -> Iterator[PydicomNotes]:
     notes = PydicomNotes()
     logger = logging.getLogger(PYDICOM_LOGGER)
     debugging = logger.isEnabledFor(logging.DEBUG)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from warnings import catch_warnings, simplefilter
 
 import numpy as np
 
@@ -31,6 +30,7 @@ from ctseg.io.dicom.plan import (
     SliceRef,
     StackLayout,
 )
+from ctseg.io.dicom.quiet import ignored_warnings
 from ctseg.io.dicom.slices import invalid_slice_value, series_label, slices_of
 
 __all__ = ["plan_series", "series_info"]
@@ -306,9 +306,8 @@ def plan_series(group: SeriesGroup, options: ReadOptions = ReadOptions()) -> Ser
         warnings.append(
             (SeriesReason.MISSING_TAG, "SeriesInstanceUID missing; grouped by frame of reference, orientation, size")
         )
-    with catch_warnings():
+    with ignored_warnings():
         # pydicom warns as it converts a malformed value (e.g. "abc" in an IS); the checks name it in their error.
-        simplefilter("ignore")
         info = series_info(group)
         result = _checked(info, options, warnings, skipped)
     for note in skipped:

@@ -13,7 +13,6 @@ segments without frames), as highdicom requires numbers 1, 2, 3, ...
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -26,6 +25,7 @@ from ctseg.colors import PALETTE
 from ctseg.errors import DicomSegError
 from ctseg.io.atomic import atomic_path
 from ctseg.io.dicom.plan import CheckedSeries, SeriesCheck
+from ctseg.io.dicom.quiet import ignored_warnings
 from ctseg.io.dicom.read import DicomImage
 from ctseg.io.dicom_seg.codes import segment_codes
 from ctseg.io.dicom_seg.grid import MAX_LABEL, Plane, place, view
@@ -228,9 +228,8 @@ def write_dicom_seg(
         family=hd.sr.CodedConcept("123110", "DCM", "Artificial Intelligence"),
     )
     descriptions = _segment_descriptions(hd, present, names or {}, colors or {}, algorithm)
-    with warnings.catch_warnings():
+    with ignored_warnings(message=".*person name", category=UserWarning):
         # highdicom warns about odd patient names by quoting them; no identifiers in logs.
-        warnings.filterwarnings("ignore", message=".*person name", category=UserWarning)
         try:
             seg = hd.seg.Segmentation(
                 source_images=_source_datasets(plan),
