@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ctseg.device import amp_dtype
 from ctseg.errors import ConfigError
 from ctseg.infer.model import LoadedModel, load_model
 from ctseg.infer.pipeline import make_predictor
@@ -37,7 +38,14 @@ from ctseg.infer.sliding_window import predict_labels, window_starts
 from ctseg.io.model_files import read_model_card
 from ctseg.preprocess.pipeline import background_value, preprocess_image
 from ctseg.runtime.backends import INSTALL_HINT, WindowPredictor, onnxruntime_predictor, openvino_predictor
-from ctseg.runtime.variants import GATE_RATIO, VARIANTS, ExportRecord, file_hashes, write_exports
+from ctseg.runtime.variants import (
+    GATE_RATIO,
+    TORCH_TIMING,
+    VARIANTS,
+    ExportRecord,
+    file_hashes,
+    write_exports,
+)
 
 log = logging.getLogger(__name__)
 
@@ -354,6 +362,17 @@ def gate(
     }
 
 
+def _torch_timing(model: LoadedModel) -> ExportRecord:
+    """torch's seconds per window on this CPU with the model's precision (bf16 autocast where the CPU has it)."""
+    cpu = torch.device("cpu")
+    amp = bool(model.infer.amp)
+    seconds = _window_seconds(make_predictor(model.network.cpu(), cpu, amp=amp), model)
+    precision = "bf16" if amp and amp_dtype(cpu) is not None else "fp32"
+    return ExportRecord(
+        TORCH_TIMING, "torch", precision, {}, str(model.meta.get("sha256")), list(model.patch_size), True, seconds
+    )
+
+
 def export_variants(
     model: LoadedModel, folder: Path, runtime: str, data: ExportData, *, int8: bool
 ) -> list[ExportRecord]:
@@ -401,7 +420,7 @@ def export_variants(
         log.info(
             "%s: min Dice ratio %s -> %s", variant, result["min_ratio"], "recommended" if ok else "NOT recommended"
         )
-    write_exports(folder, model.meta, records)
+    write_exports(folder, model.meta, [*records, _torch_timing(model)])
     model.card = read_model_card(folder)  # the card now lists the exports (validated as read)
     model.runtimes.clear()  # choices made before the export are stale
     return records

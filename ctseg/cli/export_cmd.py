@@ -40,7 +40,8 @@ def export(model_dir: Path, runtime: str, int8: bool, calibration: Path | None, 
     Every variant written is evaluated against the torch fp32 model (per-class Dice on the run's validation cases,
     or on the calibration CTs with the fp32 prediction as reference; on a phantom without --calibration). A variant
     under 0.99x the fp32 Dice for any class is recorded as not recommended and never chosen by
-    `ctseg predict --runtime auto`. The files are listed with their sha256 in model.json and verified on loading.
+    `ctseg predict --runtime auto`. torch's own time per window is recorded too: `auto` keeps torch unless an
+    export is clearly faster (on some CPUs torch's bf16 is as fast as the exports). The files are listed with their sha256 in model.json and verified on loading.
 
     \b
     Examples:
@@ -66,4 +67,16 @@ def export(model_dir: Path, runtime: str, int8: bool, calibration: Path | None, 
         verdict = "recommended" if r.recommended else "NOT recommended (under 0.99x fp32 Dice)"
         seconds = f"{r.window_seconds:.3f} s/window" if r.window_seconds is not None else ""
         click.echo(f"{r.variant}: {verdict}; Dice {dice}; {seconds}")
-    click.echo(f"recorded in {model_dir / 'model.json'}")
+    import json
+
+    from ctseg.runtime import choose_variant
+    from ctseg.runtime.variants import torch_window_seconds
+
+    meta = json.loads((model_dir / "model.json").read_text())
+    torch_seconds = torch_window_seconds(meta)
+    if torch_seconds is not None:
+        click.echo(f"torch (this CPU, the model's precision): {torch_seconds:.3f} s/window")
+    click.echo(
+        f"recorded in {model_dir / 'model.json'}; `--runtime auto` on a CPU will use: "
+        f"{choose_variant(meta, runtime='auto', device='cpu')}"
+    )

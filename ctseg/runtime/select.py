@@ -2,7 +2,8 @@
 
 ``auto`` takes the fastest variant that passed the accuracy gate among those exported for the model's current
 weights, on the CPU only (CUDA stays torch); speed is the seconds per window measured at export, ties broken by the
-order of :data:`~ctseg.runtime.variants.VARIANTS`. A variant marked not recommended is never chosen by ``auto``.
+order of :data:`~ctseg.runtime.variants.VARIANTS`. torch's own time per window is measured at export too: ``auto``
+keeps torch unless the best export took under :data:`AUTO_MIN_SPEEDUP_FRACTION` of it. A variant marked not recommended is never chosen by ``auto``.
 A runtime whose package is not installed falls back to torch with one warning.
 """
 
@@ -23,11 +24,14 @@ from ctseg.runtime.backends import (
     openvino_predictor,
     runtime_available,
 )
-from ctseg.runtime.variants import VARIANTS, ExportRecord, read_exports, read_verified
+from ctseg.runtime.variants import VARIANTS, ExportRecord, read_exports, read_verified, torch_window_seconds
 
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("openvino", "onnxruntime")
+#: ``auto`` takes an export only when its window time at export was under this fraction of torch's (on CPUs where
+#: torch's bf16 autocast is as fast, an export buys nothing and costs its compilation).
+AUTO_MIN_SPEEDUP_FRACTION = 0.9
 RUNTIME_CHOICES = ("auto", "torch", *RUNTIMES, *(v for v in VARIANTS if v not in RUNTIMES))
 TORCH = "torch"
 
@@ -97,7 +101,22 @@ def choose_variant(meta: dict[str, Any], *, runtime: str = "auto", device: str |
         )
     if not usable:
         return TORCH
-    return usable[0].variant
+    best = usable[0]
+    torch_seconds = torch_window_seconds(meta)
+    if (
+        runtime == "auto"
+        and torch_seconds is not None
+        and best.window_seconds is not None
+        and best.window_seconds > AUTO_MIN_SPEEDUP_FRACTION * torch_seconds
+    ):
+        log.info(
+            "runtime auto: torch (%.3f s per window at export) is as fast as %s (%.3f s); using torch",
+            torch_seconds,
+            best.variant,
+            best.window_seconds,
+        )
+        return TORCH
+    return best.variant
 
 
 def load_exported_predictor(folder: Path, meta: dict[str, Any], variant: str) -> WindowPredictor:

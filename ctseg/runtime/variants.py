@@ -70,6 +70,22 @@ def read_exports(meta: dict[str, Any]) -> dict[str, ExportRecord]:
     return out
 
 
+#: The entry of the ``exports`` section that records torch's own seconds per window, measured beside the exports
+#: (no files; ``--runtime auto`` keeps torch unless an export is clearly faster).
+TORCH_TIMING = "torch"
+
+
+def torch_window_seconds(meta: dict[str, Any]) -> float | None:
+    """torch's seconds per window recorded at export for the current ``model.pt``, if any (range-checked)."""
+    entry = meta.get(EXPORTS_KEY, {}).get(TORCH_TIMING) if isinstance(meta.get(EXPORTS_KEY), dict) else None
+    if not isinstance(entry, dict) or entry.get("weights_sha256") != meta.get("sha256"):
+        return None
+    seconds = entry.get("window_seconds")
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds < 1e6:
+        return None
+    return float(seconds)
+
+
 def write_exports(folder: Path, meta: dict[str, Any], records: list[ExportRecord]) -> dict[str, Any]:
     """Add or replace ``records`` in ``folder/model.json`` (atomically); return the new content.
 

@@ -87,7 +87,9 @@ def test_gate_marks_blank_calibration_not_recommended(model_dir: Path, calibrati
     assert segment(phantom_ct(), load_model(model_dir), runtime="auto") is not None
     from ctseg.runtime import choose_variant
 
-    assert choose_variant(meta, runtime="auto", device="cpu") == runtime  # never the failed int8
+    assert meta["exports"]["torch"]["window_seconds"] > 0  # torch's own time, measured beside the exports
+    exports_only = {**meta, "exports": {k: v for k, v in meta["exports"].items() if k != "torch"}}
+    assert choose_variant(exports_only, runtime="auto", device="cpu") == runtime  # never the failed int8
 
 
 def test_tampered_export_is_refused(model_dir: Path) -> None:
@@ -141,7 +143,7 @@ def test_cli_export_then_predict_with_runtime(model_dir: Path, calibration: Path
     assert "onnxruntime: recommended" in result.output
     assert "onnxruntime-int8:" in result.output
     meta = json.loads((model_dir / "model.json").read_text())
-    assert set(meta["exports"]) == {"onnxruntime", "onnxruntime-int8"}
+    assert set(meta["exports"]) == {"onnxruntime", "onnxruntime-int8", "torch"}  # torch: its time per window
     load_model(model_dir)  # model.pt still verifies after model.json was rewritten
     out = tmp_path / "out"
     args = ["predict", str(calibration / "ct0.nii.gz"), "--model", str(model_dir), "--out", str(out)]

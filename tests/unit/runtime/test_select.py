@@ -111,3 +111,38 @@ def test_malformed_exports_section_is_refused() -> None:
         read_exports({"sha256": WEIGHTS, "exports": []})
     with pytest.raises(CheckpointError, match="export 'openvino' is malformed"):
         read_exports({"sha256": WEIGHTS, "exports": {"openvino": {"variant": "openvino"}}})
+
+
+def _torch_timing(seconds: object, weights: str = WEIGHTS) -> dict[str, Any]:
+    return {
+        "variant": "torch",
+        "runtime": "torch",
+        "precision": "bf16",
+        "files": {},
+        "weights_sha256": weights,
+        "patch_size": [16, 16, 16],
+        "recommended": True,
+        "window_seconds": seconds,
+        "gate": {},
+    }
+
+
+def test_auto_keeps_torch_unless_an_export_is_clearly_faster() -> None:
+    exports = {"openvino": _record("openvino", recommended=True, seconds=0.12)}
+    as_fast = {"sha256": WEIGHTS, "exports": {**exports, "torch": _torch_timing(0.125)}}
+    assert choose_variant(as_fast, runtime="auto", device="cpu") == "torch"
+    faster = {"sha256": WEIGHTS, "exports": {**exports, "torch": _torch_timing(0.5)}}
+    assert choose_variant(faster, runtime="auto", device="cpu") == "openvino"
+    # asked for by name, the export runs whatever torch's time
+    assert choose_variant(as_fast, runtime="openvino", device="cpu") == "openvino"
+    # the torch entry is not a variant: read_exports leaves it out
+    assert set(read_exports(as_fast)) == {"openvino"}
+
+
+@pytest.mark.parametrize("bad", [None, "0.1", -1.0, 0.0, True, float("inf")])
+def test_a_malformed_or_stale_torch_timing_is_ignored(bad: object) -> None:
+    exports = {"openvino": _record("openvino", recommended=True, seconds=0.12)}
+    meta = {"sha256": WEIGHTS, "exports": {**exports, "torch": _torch_timing(bad)}}
+    assert choose_variant(meta, runtime="auto", device="cpu") == "openvino"
+    stale = {"sha256": WEIGHTS, "exports": {**exports, "torch": _torch_timing(1.0, weights="cd" * 32)}}
+    assert choose_variant(stale, runtime="auto", device="cpu") == "openvino"
