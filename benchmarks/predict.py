@@ -32,53 +32,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from ctseg.config import InferConfig, ModelConfig, PreprocessConfig, to_dict
 from ctseg.infer import load_model
 from ctseg.infer.batch import PredictOptions, predict_batch
 from ctseg.infer.pipeline import make_predictor
 from ctseg.infer.sliding_window import window_starts
-from ctseg.io.images import write_image
-from ctseg.io.model_files import save_model_files
-from ctseg.model import build_model
-from ctseg.phantom import make_phantom
-from ctseg.preprocess import resample_to
 from ctseg.preprocess.pipeline import preprocess_image
-from ctseg.volume import Geometry, Volume
 
-LABELS = {0: "background", 1: "liver", 2: "spleen", 3: "kidneys", 4: "lungs", 5: "aorta", 6: "spine"}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cpu_runtimes  # noqa: E402  (the model and CT makers, shared with the runtime benchmark)
 
 
 def make_model(folder: Path, channels: tuple[int, ...], patch: int) -> Path:
-    """A random-weight MONAI UNet artefact with 7 outputs (6 classes + background)."""
-    torch.manual_seed(0)
-    cfg = ModelConfig(channels=channels, strides=((2, 2, 2),) * (len(channels) - 1), num_res_units=1)
-    net = build_model(cfg, 1, len(LABELS))
-    pre = PreprocessConfig(
-        target_spacing_mm=(1.5, 1.5, 1.5), normalization="window", window_level_hu=40.0, window_width_hu=400.0
-    )
-    meta = {
-        "config": {"model": to_dict(cfg), "preprocess": to_dict(pre), "infer": to_dict(InferConfig())},
-        "labels": {str(k): v for k, v in LABELS.items()},
-        "colors": {str(k): [200, 40 * k, 50] for k in LABELS if k},
-        "patch_size": [patch] * 3,
-        "in_channels": 1,
-    }
-    return save_model_files(folder, net.state_dict(), meta)
+    """A random-weight MONAI UNet artefact with 7 outputs (6 classes + background): cpu_runtimes' maker."""
+    return cpu_runtimes.make_model(folder, "unet", channels, patch)
 
 
-def make_ct(path: Path, shape: tuple[int, int, int], spacing: tuple[float, float, float]) -> Path:
-    """A phantom CT of ``shape``: built at 1/4 resolution, then linearly upsampled (cheap for 1000 slices)."""
-    small_shape = tuple(max(8, s // 4) for s in shape)
-    small_spacing = tuple(sp * s / ss for sp, s, ss in zip(spacing, shape, small_shape, strict=True))
-    ct, _ = make_phantom(Geometry(small_shape, small_spacing, (0.0, 0.0, 0.0)), seed=1)  # type: ignore[arg-type]
-    target = Geometry(
-        shape,
-        spacing,
-        tuple(o - (ss - s) / 2 for o, s, ss in zip((0.0, 0.0, 0.0), spacing, small_spacing, strict=True)),
-    )  # type: ignore[arg-type]
-    big = resample_to(ct, target, fill_value=-1024.0)
-    write_image(Volume(np.round(big.array).astype(np.int16), target), path)
-    return path
+make_ct = cpu_runtimes.make_ct
 
 
 def timed(fn: Any, repeats: int = 1) -> float:
@@ -169,7 +138,6 @@ MEMORY_RUNTIMES = ("torch", "openvino", "openvino-int8", "onnxruntime", "onnxrun
 
 def _export_all(model_dir: Path, work: Path) -> None:
     """OpenVINO and ONNX Runtime variants (int8 calibrated on phantom CTs) of the memory test's model."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from cpu_runtimes import calibration_data
 
     from ctseg.export import export_variants
