@@ -41,7 +41,8 @@ def export(model_dir: Path, runtime: str, int8: bool, calibration: Path | None, 
     or on the calibration CTs with the fp32 prediction as reference; on a phantom without --calibration). A variant
     under 0.99x the fp32 Dice for any class is recorded as not recommended and never chosen by
     `ctseg predict --runtime auto`. torch's own time per window is recorded too: `auto` keeps torch unless an
-    export is clearly faster (on some CPUs torch's bf16 is as fast as the exports). The files are listed with their sha256 in model.json and verified on loading.
+    export is clearly faster (on some CPUs torch's bf16 is as fast as the exports). The files are listed with
+    their sha256 in model.json and verified on loading.
 
     \b
     Examples:

@@ -3,7 +3,8 @@
 ``auto`` takes the fastest variant that passed the accuracy gate among those exported for the model's current
 weights, on the CPU only (CUDA stays torch); speed is the seconds per window measured at export, ties broken by the
 order of :data:`~ctseg.runtime.variants.VARIANTS`. torch's own time per window is measured at export too: ``auto``
-keeps torch unless the best export took under :data:`AUTO_MIN_SPEEDUP_FRACTION` of it. A variant marked not recommended is never chosen by ``auto``.
+keeps torch unless the best export took under :data:`AUTO_MIN_SPEEDUP_FRACTION` of it. A variant marked not
+recommended is never chosen by ``auto``.
 A runtime whose package is not installed falls back to torch with one warning.
 """
 

@@ -101,3 +101,24 @@ def test_unknown_interpolation() -> None:
     v = make_volume(shape=(3, 4, 5))
     with pytest.raises(ConfigError, match="unknown interpolation 'cubic'"):
         resample_to_spacing(v, (1, 1, 1), order="cubic")  # type: ignore[arg-type]
+
+
+def test_nearest_labels_on_flipped_permuted_and_partly_outside_grids_match_simpleitk() -> None:
+    """The label path back to a source grid (numpy.take per axis): same voxels as SimpleITK's nearest neighbour,
+    fill outside the source, on a permuted, flipped, finer and shifted grid."""
+    from ctseg.preprocess.spatial import _resample_sitk
+
+    labels = make_spheres((10, 16, 14))
+    v = Volume(labels, Geometry(labels.shape, (2.0, 1.0, 1.5), (1.0, 2.0, 3.0)))
+    exact = Geometry(
+        (14, 16, 10), (1.5, 1.0, 2.0), v.geometry.index_to_world([[0, 0, 13]])[0], ((-1, 0, 0), (0, 1, 0), (0, 0, 1))
+    )
+    np.testing.assert_array_equal(
+        resample_to(v, exact, order="nearest").array, np.flip(labels.transpose(2, 1, 0), axis=0)
+    )
+    origin = tuple(float(c) for c in v.geometry.index_to_world([[-1.3, -2.2, 12.6]])[0])  # starts outside
+    finer = Geometry((23, 37, 29), (0.83, 0.47, 0.71), origin, ((-1, 0, 0), (0, 1, 0), (0, 0, 1)))  # type: ignore[arg-type]
+    out = resample_to(v, finer, order="nearest", fill_value=7)
+    assert out.array.dtype == np.uint8 and out.geometry == finer
+    np.testing.assert_array_equal(out.array, _resample_sitk(v, finer, "nearest", 7))
+    assert set(np.unique(out.array)) == {0, 1, 2, 7}  # background, both spheres, and fill outside the source
