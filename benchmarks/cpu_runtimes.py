@@ -97,21 +97,19 @@ def make_ct(path: Path, shape: tuple[int, int, int], spacing: tuple[float, float
     return path
 
 
-def pin_variant(model: LoadedModel, runtime: str, variant: str) -> None:
-    """Make ``runtime`` run exactly ``variant``: ``--runtime openvino`` means the fastest gate-passing OpenVINO
-    variant, which may be the int8 one; a benchmark of the default precision must not measure int8 instead."""
-    for key in [k for k in model.runtimes if k.startswith("choice:")]:
-        del model.runtimes[key]  # the choice only: compiled predictors stay cached, as in a batch
-    if runtime != "torch":
-        model.runtimes[f"choice:{runtime}:cpu"] = variant
+def runtime_name(variant: str) -> str:
+    """The ``--runtime`` value that runs exactly ``variant`` (``openvino`` alone would mean OpenVINO's fastest
+    gate-passing export, which may be the int8 one; a benchmark of the default precision must not measure int8)."""
+    if variant.startswith("torch"):
+        return "torch"
+    return {"openvino": "openvino-default", "onnxruntime": "onnxruntime-fp32"}.get(variant, variant)
 
 
 def predictor_for(model: LoadedModel, variant: str) -> Any:
     cpu = torch.device("cpu")
     if variant.startswith("torch"):
         return make_predictor(model.network, cpu, amp=variant == "torch-bf16")
-    pin_variant(model, variant, variant)
-    return window_predictor(model, cpu, runtime=variant)
+    return window_predictor(model, cpu, runtime=runtime_name(variant))
 
 
 def pure_forward(model: LoadedModel, predictor: Any, image: torch.Tensor, repeats: int) -> float:
@@ -140,10 +138,10 @@ def pure_forward(model: LoadedModel, predictor: Any, image: torch.Tensor, repeat
 
 def end_to_end(model: LoadedModel, variant: str, ct_path: Path, out: Path, repeats: int) -> float:
     """Median seconds of one case through ``ctseg predict``'s per-case path, the model loaded once."""
-    runtime = "torch" if variant.startswith("torch") else variant
     model.infer = replace(model.infer, amp=variant != "torch-fp32")
-    options = PredictOptions(formats=("nifti",), device="cpu", runtime=runtime, overwrite=True, progress=False)
-    pin_variant(model, runtime, variant)
+    options = PredictOptions(
+        formats=("nifti",), device="cpu", runtime=runtime_name(variant), overwrite=True, progress=False
+    )
     times = []
     for _ in range(repeats):
         result = predict_case("case", ct_path, model, out, options)

@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cpu_runtimes import cpu_description, pin_variant  # noqa: E402
+from cpu_runtimes import cpu_description, runtime_name  # noqa: E402
 
 from ctseg.evaluate.report import evaluate_folders  # noqa: E402
 from ctseg.export import export_variants, gather_data  # noqa: E402
@@ -77,11 +77,11 @@ def main() -> None:
         cases = case_inputs(args.cases)
         dice: dict[str, dict[str, float]] = {}
         for variant in VARIANTS:
-            runtime = "torch" if variant.startswith("torch") else variant
             model.infer = replace(model.infer, amp=variant != "torch-fp32")
-            pin_variant(model, runtime, variant)
             out = work / "pred" / variant
-            options = PredictOptions(formats=("nifti",), device="cpu", runtime=runtime, overwrite=True, progress=False)
+            options = PredictOptions(
+                formats=("nifti",), device="cpu", runtime=runtime_name(variant), overwrite=True, progress=False
+            )
             t = time.perf_counter()
             for name, path in cases.items():
                 result = predict_case(name, path, model, out, options)

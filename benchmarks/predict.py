@@ -133,7 +133,7 @@ def speed(work: Path, quick: bool) -> dict[str, float]:
 
 
 #: ``--runtime`` values whose peak memory is measured (the exported ones after ``ctseg export``'s code ran).
-MEMORY_RUNTIMES = ("torch", "openvino", "openvino-int8", "onnxruntime", "onnxruntime-int8")
+MEMORY_RUNTIMES = ("torch", "openvino-default", "openvino-int8", "onnxruntime-fp32", "onnxruntime-int8")
 
 
 def _export_all(model_dir: Path, work: Path) -> None:

@@ -69,10 +69,23 @@ def _parse_shard(shard: str) -> tuple[int, int]:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option(
     "--runtime",
-    type=click.Choice(["auto", "torch", "openvino", "onnxruntime", "openvino-int8", "onnxruntime-int8"]),
+    type=click.Choice(
+        [
+            "auto",
+            "torch",
+            "openvino",
+            "onnxruntime",
+            "openvino-int8",
+            "onnxruntime-int8",
+            "openvino-default",
+            "onnxruntime-fp32",
+        ]
+    ),
     default="auto",
     show_default=True,
-    help="auto: the fastest `ctseg export` variant that passed its accuracy gate (CPU only), else torch.",
+    help="auto: the fastest `ctseg export` variant that passed its accuracy gate (CPU only), else torch. "
+    "openvino / onnxruntime: that runtime's fastest export; openvino-int8, openvino-default, onnxruntime-int8, "
+    "onnxruntime-fp32: exactly that export.",
 )
 @click.option("--tta/--no-tta", default=None, help="Mirroring test-time augmentation (default: the model's).")
 @click.option("--overlap", type=click.FloatRange(0.0, 0.95), default=None, help="Sliding-window overlap (0-0.95).")

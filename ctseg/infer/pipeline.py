@@ -90,7 +90,8 @@ def segment(
         Called as ``progress(done_windows, total_windows)``.
     runtime
         ``"auto"`` (the fastest exported variant that passed the accuracy gate, on the CPU; else torch), ``"torch"``,
-        ``"openvino"``, ``"onnxruntime"`` or a variant name such as ``"openvino-int8"`` (see ``ctseg export``).
+        ``"openvino"`` / ``"onnxruntime"`` (that runtime's fastest export) or exactly one export:
+        ``"openvino-int8"``, ``"openvino-default"``, ``"onnxruntime-int8"``, ``"onnxruntime-fp32"`` (see ``ctseg export``).
 
     Returns
     -------

@@ -1,5 +1,9 @@
 """Which runtime runs a model's windows: ``auto``, ``torch``, a runtime (``openvino``, ``onnxruntime``) or a variant.
 
+A runtime name means the fastest variant of that runtime (gate-passing ones first); a variant name means exactly
+that variant: ``openvino-int8``, ``onnxruntime-int8``, and ``openvino-default`` / ``onnxruntime-fp32`` for the
+non-quantised exports (the variants ``openvino`` and ``onnxruntime`` of :data:`~ctseg.runtime.variants.VARIANTS`).
+
 ``auto`` takes the fastest variant that passed the accuracy gate among those exported for the model's current
 weights, on the CPU only (CUDA stays torch); speed is the seconds per window measured at export, ties broken by the
 order of :data:`~ctseg.runtime.variants.VARIANTS`. torch's own time per window is measured at export too: ``auto``
@@ -35,7 +39,15 @@ RUNTIMES = ("openvino", "onnxruntime")
 #: per window: with the demo's model on an AVX-512 bf16 CPU, OpenVINO's window took 0.875x torch's at export, yet
 #: its end to end on a 300x512x512 CT took 1.34x torch's (benchmarks/evidence/cpu_runtimes_full.txt).
 AUTO_MIN_SPEEDUP_FRACTION = 0.8
-RUNTIME_CHOICES = ("auto", "torch", *RUNTIMES, *(v for v in VARIANTS if v not in RUNTIMES))
+#: Names of the non-quantised variants, whose keys in VARIANTS are the runtime names themselves.
+PRECISION_NAMES = {"openvino-default": "openvino", "onnxruntime-fp32": "onnxruntime"}
+RUNTIME_CHOICES = (
+    "auto",
+    "torch",
+    *RUNTIMES,
+    *(v for v in VARIANTS if v not in RUNTIMES),
+    *PRECISION_NAMES,
+)
 TORCH = "torch"
 
 
@@ -49,13 +61,16 @@ def _candidates(records: dict[str, ExportRecord], runtime: str) -> list[ExportRe
         return [r for r in records.values() if r.recommended]
     if runtime in RUNTIMES:
         found = [r for r in records.values() if r.runtime == runtime]
+        how = f"--runtime {runtime}"
     else:
-        found = [r for r in records.values() if r.variant == runtime]
+        variant = PRECISION_NAMES.get(runtime, runtime)
+        found = [r for r in records.values() if r.variant == variant]
+        rt, precision = VARIANTS[variant][:2]
+        how = f"--runtime {rt} --int8 --calibration DATA" if precision == "int8" else f"--runtime {rt}"
     if not found:
         raise ConfigError(
             f"--runtime {runtime}: the model folder has no {runtime} export for its current model.pt; "
-            f"run `ctseg export MODEL_DIR --runtime {VARIANTS[runtime][0] if runtime in VARIANTS else runtime}` "
-            "or pass --runtime auto"
+            f"run `ctseg export MODEL_DIR {how}` or pass --runtime auto"
         )
     recommended = [r for r in found if r.recommended]
     if not recommended:

@@ -81,6 +81,38 @@ def test_explicit_runtime_prefers_its_recommended_variant(caplog: pytest.LogCapt
     assert "failed the accuracy gate" in caplog.text
 
 
+def test_precision_names_force_one_variant() -> None:
+    """``openvino`` means the fastest OpenVINO export; ``openvino-default`` its non-quantised one even when int8 is
+    faster (a user comparing precisions, or distrusting int8 on their data)."""
+    meta = _meta(
+        openvino=_record("openvino", recommended=True, seconds=0.12),
+        openvino_int8=_record("openvino-int8", recommended=True, seconds=0.08),
+        onnxruntime=_record("onnxruntime", recommended=True, seconds=0.3),
+        onnxruntime_int8=_record("onnxruntime-int8", recommended=True, seconds=0.1),
+    )
+    assert choose_variant(meta, runtime="openvino", device="cpu") == "openvino-int8"
+    assert choose_variant(meta, runtime="openvino-default", device="cpu") == "openvino"
+    assert choose_variant(meta, runtime="onnxruntime", device="cpu") == "onnxruntime-int8"
+    assert choose_variant(meta, runtime="onnxruntime-fp32", device="cpu") == "onnxruntime"
+    only_int8 = _meta(openvino_int8=_record("openvino-int8", recommended=True, seconds=0.08))
+    with pytest.raises(ConfigError, match="no openvino-default export.*ctseg export MODEL_DIR --runtime openvino`"):
+        choose_variant(only_int8, runtime="openvino-default", device="cpu")
+    with pytest.raises(ConfigError, match="ctseg export MODEL_DIR --runtime onnxruntime --int8 --calibration DATA"):
+        choose_variant(only_int8, runtime="onnxruntime-int8", device="cpu")
+
+
+def test_the_cli_offers_every_runtime_choice() -> None:
+    """The CLI lists the choices literally (importing the selector would import torch at start-up)."""
+    import click
+
+    from ctseg.cli.predict_cmd import predict
+    from ctseg.runtime import RUNTIME_CHOICES
+
+    option = next(p for p in predict.params if p.name == "runtime")
+    assert isinstance(option.type, click.Choice)
+    assert tuple(option.type.choices) == RUNTIME_CHOICES
+
+
 def test_missing_runtime_package_falls_back_to_torch_with_one_warning(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
