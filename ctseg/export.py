@@ -55,7 +55,10 @@ ONNX_OPSET = 17
 DEFAULT_CALIBRATION_WINDOWS = 32
 #: At most this many cases are segmented per variant for the accuracy gate.
 DEFAULT_EVALUATION_CASES = 8
-TIMING_REPEATS = 3
+#: Window timing (torch and every variant, interleaved): at least this many calls each and this many seconds in all.
+TIMING_MIN_REPEATS = 5
+TIMING_MIN_SECONDS = 3.0
+TIMING_MAX_ROUNDS = 200
 
 
 @dataclass(frozen=True)
@@ -327,15 +330,26 @@ def _segment_all(model: LoadedModel, predictor: WindowPredictor, cases: list[np.
     ]
 
 
-def _window_seconds(predictor: WindowPredictor, model: LoadedModel) -> float:
+def interleaved_window_seconds(predictors: dict[str, WindowPredictor], model: LoadedModel) -> dict[str, float]:
+    """Median seconds per window of each predictor, timed in interleaved rounds (one call of each per round).
+
+    Rounds alternate the predictors so that a change of CPU state (another process, frequency) touches them all
+    alike; they go on until every predictor has :data:`TIMING_MIN_REPEATS` calls and :data:`TIMING_MIN_SECONDS`
+    have passed (small windows take milliseconds: three calls said little), at most :data:`TIMING_MAX_ROUNDS`.
+    """
     x = _example(model)
-    predictor(x)  # warm-up (first-call allocations, lazy compilation)
-    times = []
-    for _ in range(TIMING_REPEATS):
-        t0 = time.perf_counter()
-        predictor(x)
-        times.append(time.perf_counter() - t0)
-    return round(statistics.median(times), 5)
+    for predictor in predictors.values():
+        predictor(x)  # warm-up (first-call allocations, lazy compilation)
+    times: dict[str, list[float]] = {name: [] for name in predictors}
+    start = time.perf_counter()
+    for done in range(1, TIMING_MAX_ROUNDS + 1):
+        for name, predictor in predictors.items():
+            t0 = time.perf_counter()
+            predictor(x)
+            times[name].append(time.perf_counter() - t0)
+        if done >= TIMING_MIN_REPEATS and time.perf_counter() - start >= TIMING_MIN_SECONDS:
+            break
+    return {name: round(statistics.median(t), 5) for name, t in times.items()}
 
 
 def gate(
@@ -362,15 +376,12 @@ def gate(
     }
 
 
-def _torch_timing(model: LoadedModel) -> ExportRecord:
-    """torch's seconds per window on this CPU with the model's precision (bf16 autocast where the CPU has it)."""
+def _torch_predictor(model: LoadedModel) -> tuple[WindowPredictor, str]:
+    """torch's window predictor on the CPU with the model's precision (bf16 autocast where the CPU has it)."""
     cpu = torch.device("cpu")
     amp = bool(model.infer.amp)
-    seconds = _window_seconds(make_predictor(model.network.cpu(), cpu, amp=amp), model)
     precision = "bf16" if amp and amp_dtype(cpu) is not None else "fp32"
-    return ExportRecord(
-        TORCH_TIMING, "torch", precision, {}, str(model.meta.get("sha256")), list(model.patch_size), True, seconds
-    )
+    return make_predictor(model.network.cpu(), cpu, amp=amp), precision
 
 
 def export_variants(
@@ -397,30 +408,40 @@ def export_variants(
 
     from tqdm.auto import tqdm
 
-    records = []
+    checked = []
     for variant, files in tqdm(variants.items(), desc="evaluating variants", unit="variant"):
         predictor = predictor_from_files(variant, files)
         result = gate(model, predictor, data, reference)
         ok = result["min_ratio"] is None or result["min_ratio"] >= GATE_RATIO
         _write_files(folder, files)
-        rt, precision, names = VARIANTS[variant]
-        records.append(
-            ExportRecord(
-                variant,
-                rt,
-                precision,
-                file_hashes(folder, names),
-                str(model.meta.get("sha256")),
-                list(model.patch_size),
-                ok,
-                _window_seconds(predictor, model),
-                result,
-            )
-        )
+        checked.append((variant, predictor, result, ok))
         log.info(
             "%s: min Dice ratio %s -> %s", variant, result["min_ratio"], "recommended" if ok else "NOT recommended"
         )
-    write_exports(folder, model.meta, [*records, _torch_timing(model)])
+    torch_predictor, torch_precision = _torch_predictor(model)
+    seconds = interleaved_window_seconds(
+        {TORCH_TIMING: torch_predictor, **{variant: predictor for variant, predictor, _, _ in checked}}, model
+    )
+    weights = str(model.meta.get("sha256"))
+    records = [
+        ExportRecord(
+            variant,
+            VARIANTS[variant][0],
+            VARIANTS[variant][1],
+            file_hashes(folder, VARIANTS[variant][2]),
+            weights,
+            list(model.patch_size),
+            ok,
+            seconds[variant],
+            result,
+            seconds[TORCH_TIMING],
+        )
+        for variant, _, result, ok in checked
+    ]
+    torch_record = ExportRecord(
+        TORCH_TIMING, "torch", torch_precision, {}, weights, list(model.patch_size), True, seconds[TORCH_TIMING]
+    )
+    write_exports(folder, model.meta, [*records, torch_record])
     model.card = read_model_card(folder)  # the card now lists the exports (validated as read)
     model.runtimes.clear()  # choices made before the export are stale
     return records

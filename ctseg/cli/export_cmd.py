@@ -67,6 +67,9 @@ def export(model_dir: Path, runtime: str, int8: bool, calibration: Path | None, 
         dice = ", ".join(f"{k} {v:.4f}" if v is not None else f"{k} -" for k, v in r.gate["dice"].items())
         verdict = "recommended" if r.recommended else "NOT recommended (under 0.99x fp32 Dice)"
         seconds = f"{r.window_seconds:.3f} s/window" if r.window_seconds is not None else ""
+        fraction = r.speed_vs_torch()
+        if fraction is not None:
+            seconds += f" ({fraction:.2f}x torch's time, timed alternately)"
         click.echo(f"{r.variant}: {verdict}; Dice {dice}; {seconds}")
     import json
 

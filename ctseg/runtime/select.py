@@ -6,10 +6,11 @@ non-quantised exports (the variants ``openvino`` and ``onnxruntime`` of :data:`~
 
 ``auto`` takes the fastest variant that passed the accuracy gate among those exported for the model's current
 weights, on the CPU only (CUDA stays torch); speed is the seconds per window measured at export, ties broken by the
-order of :data:`~ctseg.runtime.variants.VARIANTS`. torch's own time per window is measured at export too: ``auto``
-keeps torch unless the best export took under :data:`AUTO_MIN_SPEEDUP_FRACTION` of it. A variant marked not
-recommended is never chosen by ``auto``.
-A runtime whose package is not installed falls back to torch with one warning.
+order of :data:`~ctseg.runtime.variants.VARIANTS`. torch's own time per window is measured at export too, in the
+same interleaved rounds as each variant: variants rank by their time as a fraction of torch's (so exports made by
+separate runs compare fairly), and ``auto`` keeps torch unless the best export took under
+:data:`AUTO_MIN_SPEEDUP_FRACTION` of it. A variant marked not recommended is never chosen by ``auto``. A runtime whose
+package is not installed falls back to torch with one warning.
 """
 
 from __future__ import annotations
@@ -51,9 +52,12 @@ RUNTIME_CHOICES = (
 TORCH = "torch"
 
 
-def _speed_key(record: ExportRecord) -> tuple[float, int]:
-    seconds = record.window_seconds if record.window_seconds is not None else math.inf
-    return (seconds, list(VARIANTS).index(record.variant))
+def _speed_key(record: ExportRecord, by_ratio: bool) -> tuple[float, int]:
+    if by_ratio:
+        value = record.speed_vs_torch()
+    else:
+        value = record.window_seconds
+    return (value if value is not None else math.inf, list(VARIANTS).index(record.variant))
 
 
 def _candidates(records: dict[str, ExportRecord], runtime: str) -> list[ExportRecord]:
@@ -107,7 +111,11 @@ def choose_variant(meta: dict[str, Any], *, runtime: str = "auto", device: str |
         if runtime == "auto":
             return TORCH
         raise ConfigError(f"--runtime {runtime} runs on the CPU, but the device is {dev}; pass --device cpu")
-    candidates = sorted(_candidates(read_exports(meta), runtime), key=_speed_key)
+    found = _candidates(read_exports(meta), runtime)
+    # Variants exported by separate `ctseg export` runs compare through torch, timed beside each of them; older
+    # records without that timing rank by their seconds.
+    by_ratio = bool(found) and all(r.speed_vs_torch() is not None for r in found)
+    candidates = sorted(found, key=lambda r: _speed_key(r, by_ratio))
     usable = [r for r in candidates if runtime_available(r.runtime)]
     missing = sorted({r.runtime for r in candidates} - {r.runtime for r in usable})
     if missing and (not usable or usable[0] is not candidates[0]):
@@ -120,21 +128,27 @@ def choose_variant(meta: dict[str, Any], *, runtime: str = "auto", device: str |
     if not usable:
         return TORCH
     best = usable[0]
-    torch_seconds = torch_window_seconds(meta)
-    if (
-        runtime == "auto"
-        and torch_seconds is not None
-        and best.window_seconds is not None
-        and best.window_seconds > AUTO_MIN_SPEEDUP_FRACTION * torch_seconds
-    ):
-        log.info(
-            "runtime auto: torch (%.3f s per window at export) is as fast as %s (%.3f s); using torch",
-            torch_seconds,
-            best.variant,
-            best.window_seconds,
-        )
+    if runtime == "auto" and not _clearly_faster_than_torch(best, meta):
         return TORCH
     return best.variant
+
+
+def _clearly_faster_than_torch(record: ExportRecord, meta: dict[str, Any]) -> bool:
+    """Whether ``record``'s window took under :data:`AUTO_MIN_SPEEDUP_FRACTION` of torch's (True when unknown)."""
+    fraction = record.speed_vs_torch()
+    if fraction is None:  # an older record: torch's timing from the last export run, if any
+        torch_seconds = torch_window_seconds(meta)
+        if torch_seconds is None or record.window_seconds is None:
+            return True
+        fraction = record.window_seconds / torch_seconds
+    if fraction > AUTO_MIN_SPEEDUP_FRACTION:
+        log.info(
+            "runtime auto: %s took %.2fx torch's time per window at export; torch is as fast here, using torch",
+            record.variant,
+            fraction,
+        )
+        return False
+    return True
 
 
 def load_exported_predictor(folder: Path, meta: dict[str, Any], variant: str) -> WindowPredictor:

@@ -8,7 +8,7 @@ seconds per window. This module is the only code that reads or writes that secti
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,22 @@ class ExportRecord:
     recommended: bool
     window_seconds: float | None = None
     gate: dict[str, Any] = field(default_factory=dict)
+    #: torch's seconds per window (the model's precision) timed in the same interleaved rounds as this variant, so
+    #: the two compare on one CPU state (None in exports recorded before it was measured).
+    torch_window_seconds: float | None = None
+
+    def speed_vs_torch(self) -> float | None:
+        """This variant's window time as a fraction of torch's measured beside it (< 1: faster), if both are known."""
+        if self.window_seconds is None or self.torch_window_seconds is None:
+            return None
+        return self.window_seconds / self.torch_window_seconds
+
+
+def _seconds(value: object) -> float | None:
+    """A recorded time in seconds, or None when it is missing, not a number or out of range (0, 1e6)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e6:
+        return None
+    return float(value)
 
 
 def read_exports(meta: dict[str, Any]) -> dict[str, ExportRecord]:
@@ -66,7 +82,12 @@ def read_exports(meta: dict[str, Any]) -> dict[str, ExportRecord]:
         except TypeError as exc:
             raise CheckpointError(f"{META_NAME}: export {name!r} is malformed ({exc}); re-run `ctseg export`") from exc
         if name in VARIANTS and record.weights_sha256 == meta.get("sha256"):
-            out[name] = record
+            # timings only rank variants: an unreadable one counts as unknown, not as an error
+            out[name] = replace(
+                record,
+                window_seconds=_seconds(record.window_seconds),
+                torch_window_seconds=_seconds(record.torch_window_seconds),
+            )
     return out
 
 
@@ -80,10 +101,7 @@ def torch_window_seconds(meta: dict[str, Any]) -> float | None:
     entry = meta.get(EXPORTS_KEY, {}).get(TORCH_TIMING) if isinstance(meta.get(EXPORTS_KEY), dict) else None
     if not isinstance(entry, dict) or entry.get("weights_sha256") != meta.get("sha256"):
         return None
-    seconds = entry.get("window_seconds")
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds < 1e6:
-        return None
-    return float(seconds)
+    return _seconds(entry.get("window_seconds"))
 
 
 def write_exports(folder: Path, meta: dict[str, Any], records: list[ExportRecord]) -> dict[str, Any]:

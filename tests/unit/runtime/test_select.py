@@ -16,10 +16,20 @@ from ctseg.runtime.variants import VARIANTS
 WEIGHTS = "ab" * 32
 
 
-def _record(variant: str, *, recommended: bool, seconds: float | None) -> dict[str, Any]:
+def _record(
+    variant: str, *, recommended: bool, seconds: float | None, torch_seconds: float | None = None
+) -> dict[str, Any]:
     runtime, precision, files = VARIANTS[variant]
     rec = ExportRecord(
-        variant, runtime, precision, dict.fromkeys(files, "0" * 64), WEIGHTS, [16, 16, 16], recommended, seconds
+        variant,
+        runtime,
+        precision,
+        dict.fromkeys(files, "0" * 64),
+        WEIGHTS,
+        [16, 16, 16],
+        recommended,
+        seconds,
+        torch_window_seconds=torch_seconds,
     )
     return asdict(rec)
 
@@ -178,3 +188,56 @@ def test_a_malformed_or_stale_torch_timing_is_ignored(bad: object) -> None:
     assert choose_variant(meta, runtime="auto", device="cpu") == "openvino"
     stale = {"sha256": WEIGHTS, "exports": {**exports, "torch": _torch_timing(1.0, weights="cd" * 32)}}
     assert choose_variant(stale, runtime="auto", device="cpu") == "openvino"
+
+
+def test_variants_rank_by_their_time_against_torch_timed_beside_them() -> None:
+    """Two `ctseg export` runs on a CPU in different states: OpenVINO timed while the CPU was busy (everything
+    slower, torch included), ONNX Runtime on an idle CPU. Seconds alone would favour ONNX Runtime; against torch
+    timed in the same rounds, OpenVINO is the faster one."""
+    meta = _meta(
+        openvino=_record("openvino", recommended=True, seconds=0.20, torch_seconds=0.50),
+        onnxruntime=_record("onnxruntime", recommended=True, seconds=0.15, torch_seconds=0.25),
+    )
+    meta["exports"]["torch"] = _torch_timing(0.25)  # the last run's torch timing: not used when records carry theirs
+    assert choose_variant(meta, runtime="auto", device="cpu") == "openvino"
+    # as fast as torch beside it (0.9x): auto keeps torch, whatever the seconds say against another run's torch
+    level = _meta(openvino=_record("openvino", recommended=True, seconds=0.09, torch_seconds=0.10))
+    level["exports"]["torch"] = _torch_timing(1.0)
+    assert choose_variant(level, runtime="auto", device="cpu") == "torch"
+    assert choose_variant(level, runtime="openvino", device="cpu") == "openvino"
+
+
+@pytest.mark.parametrize("bad", ["0.1", -1.0, 0.0, True, float("nan"), 1e9])
+def test_an_unreadable_window_timing_counts_as_unknown(bad: object) -> None:
+    meta = _meta(openvino=_record("openvino", recommended=True, seconds=0.1, torch_seconds=0.5))
+    meta["exports"]["openvino"]["torch_window_seconds"] = bad
+    record = read_exports(meta)["openvino"]
+    assert record.torch_window_seconds is None and record.speed_vs_torch() is None
+    meta["exports"]["openvino"]["window_seconds"] = bad
+    assert read_exports(meta)["openvino"].window_seconds is None
+    assert choose_variant(meta, runtime="auto", device="cpu") == "openvino"  # unknown speed: the gate decides
+
+
+def test_window_timing_alternates_the_predictors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch and the variants are timed in rounds, one call each, so a change of CPU load touches all alike."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from ctseg import export
+
+    calls: list[str] = []
+
+    def predictor(name: str) -> Any:
+        def run(x: torch.Tensor) -> torch.Tensor:
+            calls.append(name)
+            return x
+
+        return run
+
+    monkeypatch.setattr(export, "TIMING_MIN_SECONDS", 0.0)
+    model = SimpleNamespace(patch_size=(4, 4, 4))
+    seconds = export.interleaved_window_seconds({"torch": predictor("torch"), "openvino": predictor("openvino")}, model)  # type: ignore[arg-type]
+    assert set(seconds) == {"torch", "openvino"} and all(v >= 0 for v in seconds.values())
+    rounds = export.TIMING_MIN_REPEATS + 1  # a warm-up call each, then the timed rounds
+    assert calls == ["torch", "openvino"] * rounds
