@@ -48,7 +48,43 @@ def spacing_grid(geometry: Geometry, spacing_mm: tuple[float, float, float]) -> 
     return Geometry((shape[0], shape[1], shape[2]), tuple(new.tolist()), tuple(origin.tolist()), geometry.direction)
 
 
+#: A trilinear resampling whose output has at most this fraction of the input's voxels gathers the rows it reads
+#: instead of converting the whole input to float32 (a 300x512x512 CT to a 3-8 mm model grid: 0.03 s, not 0.05-0.3 s).
+GATHER_MAX_OUTPUT_FRACTION = 0.25
+
+
+def _linear_axis(n_in: int, n_out: int, scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per output index along one axis: the two input indices and the weight of the second, as torch's trilinear
+    ``upsample`` (``align_corners=False``, the given scale) computes them in float32."""
+    step = np.float32(1.0 / scale)
+    src = step * (np.arange(n_out, dtype=np.float32) + np.float32(0.5)) - np.float32(0.5)
+    src = np.maximum(src, np.float32(0.0))
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    return i0, i1, (src - i0.astype(np.float32)).astype(np.float32)
+
+
+def _linear_gathered(array: np.ndarray, scale: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Trilinear resampling as separable linear passes, the most-reducing axis first, each reading only the input
+    rows it needs (in the input's dtype): what torch's kernel computes, to float32 rounding, without a float32 copy
+    of the whole input."""
+    out = array
+    for axis in sorted(range(3), key=lambda a: float(scale[a])):
+        i0, i1, w = _linear_axis(array.shape[axis], shape[axis], float(scale[axis]))
+        view = [1, 1, 1]
+        view[axis] = len(i0)
+        x0 = np.take(out, i0, axis=axis).astype(np.float32, copy=False)
+        x1 = np.take(out, i1, axis=axis).astype(np.float32, copy=False)
+        x1 -= x0
+        x1 *= w.reshape(view)
+        x0 += x1
+        out = x0
+    return out
+
+
 def _torch_interpolate(array: np.ndarray, scale: np.ndarray, shape: tuple[int, ...], mode: str) -> np.ndarray:
+    if mode == "trilinear" and np.prod(shape) <= GATHER_MAX_OUTPUT_FRACTION * array.size:
+        return _linear_gathered(array, scale, shape)
     import torch
     import torch.nn.functional as F
 

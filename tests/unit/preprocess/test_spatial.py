@@ -122,3 +122,37 @@ def test_nearest_labels_on_flipped_permuted_and_partly_outside_grids_match_simpl
     assert out.array.dtype == np.uint8 and out.geometry == finer
     np.testing.assert_array_equal(out.array, _resample_sitk(v, finer, "nearest", 7))
     assert set(np.unique(out.array)) == {0, 1, 2, 7}  # background, both spheres, and fill outside the source
+
+
+@pytest.mark.parametrize(
+    ("shape", "spacing", "target"),
+    [
+        ((60, 96, 80), (1.0, 0.7, 0.7), (3.0, 3.0, 3.0)),  # a CT to a coarse model grid
+        ((30, 64, 64), (2.5, 0.8, 0.8), (2.0, 3.2, 3.2)),  # one axis finer, the others 4x coarser
+        ((9, 40, 33), (5.0, 0.9, 0.9), (7.85, 3.48, 3.25)),  # odd sizes and ratios, the demo model's spacing
+    ],
+)
+def test_gathered_linear_downsampling_matches_torch(
+    shape: tuple[int, int, int], spacing: tuple[float, float, float], target: tuple[float, float, float]
+) -> None:
+    """The gathered separable path (taken when the output is small) gives torch's trilinear values, on int16 HU."""
+    import torch
+
+    from ctseg.preprocess import spatial
+
+    rng = np.random.default_rng(0)
+    hu = rng.integers(-1024, 2000, size=shape).astype(np.int16)
+    v = Volume(hu, Geometry(shape, spacing, (0.0, 0.0, 0.0)))
+    out = resample_to_spacing(v, target)
+    grid = spacing_grid(v.geometry, target)
+    assert np.prod(grid.shape) <= spatial.GATHER_MAX_OUTPUT_FRACTION * hu.size  # the gathered path ran
+    scale = np.array(spacing) / np.array(target)
+    ref = torch.nn.functional.interpolate(
+        torch.from_numpy(hu.astype(np.float32))[None, None],
+        scale_factor=tuple(float(s) for s in scale),
+        mode="trilinear",
+        recompute_scale_factor=False,
+        align_corners=False,
+    )[0, 0, : grid.shape[0], : grid.shape[1], : grid.shape[2]].numpy()
+    assert out.shape == grid.shape and out.array.dtype == np.float32
+    np.testing.assert_allclose(out.array, ref, rtol=0, atol=2e-3)
