@@ -13,7 +13,9 @@ How a budgeted run goes (``train.time_budget_minutes`` set):
    that many steps.
 4. After every epoch the fit is redone with what the run has measured so far (steps including data waits, metrics
    and checkpoints; validations timed separately). It shrinks the horizon whenever the run would overrun and grows
-   it only with more than :data:`GROW_SLACK` to spare, so the learning-rate curve moves little.
+   it only with more than :data:`GROW_SLACK` to spare, so the learning-rate curve moves little; a growth never lifts
+   the current learning rate by more than :data:`MAX_LR_RISE` of the initial one (late in a run of few long epochs,
+   one more epoch would restart a rate that has decayed to zero: the run ends early instead).
 
 The chosen horizon is saved in the checkpoint (and ``plan.yaml``), so ``--resume`` continues the same schedule.
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ctseg.config import MAX_BUDGET_MINUTES, MIN_BUDGET_MINUTES
@@ -36,6 +39,8 @@ VALIDATIONS = 10
 MAX_VALIDATION_SHARE = 0.15
 FINISH_RESERVE_S = 3.0
 GROW_SLACK = 0.05
+#: A growth of the horizon may lift the learning-rate multiplier at the current step by at most this much.
+MAX_LR_RISE = 0.05
 #: Forward pass + stitching of one validation window, as a fraction of one training step per sample.
 FORWARD_SHARE = 0.5
 #: A horizon no budget reaches, used while the step time is being measured.
@@ -183,3 +188,18 @@ class BudgetClock:
             return 0.0
         elapsed = time.monotonic() - self.measure_from - sum(self.validation_seconds)
         return max(elapsed, 0.0) / self.measured_steps
+
+
+def bounded_growth(epochs_now: int, epochs_fitted: int, rise: Callable[[int], float]) -> int:
+    """The most epochs, between ``epochs_now`` and ``epochs_fitted``, whose horizon lifts the learning rate at the
+    current step by at most :data:`MAX_LR_RISE` (``rise(epochs)`` gives that lift); ``epochs_now`` if none does.
+
+    Examples
+    --------
+    >>> bounded_growth(3, 6, lambda e: 0.03 * (e - 3))  # 4 and 5 epochs lift it by 0.03 and 0.06
+    4
+    """
+    for epochs in range(epochs_fitted, epochs_now, -1):
+        if rise(epochs) <= MAX_LR_RISE:
+            return epochs
+    return epochs_now

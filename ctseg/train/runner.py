@@ -45,6 +45,7 @@ from ctseg.train.budget import (
     GROW_SLACK,
     OPEN_EPOCHS,
     BudgetClock,
+    bounded_growth,
     fit_schedule,
     format_seconds,
     validation_estimate_s,
@@ -62,6 +63,7 @@ from ctseg.train.setup import (
     build_trainer,
     check_run_config,
     explicit_schedule,
+    lr_factor,
     plan_run,
     read_run_plan,
     update_plan,
@@ -245,6 +247,14 @@ def _fit(run: _Run, trainer: Trainer, progress: Progress, bar: Any) -> None:
         val_every=progress.val_every if clock.fitted else None,
     )
     epochs, val_every = broadcast_ints(run.info, [fitted.epochs, fitted.val_every])
+    if clock.fitted and epochs > progress.epochs_total:
+        now, spe, opt = progress.epochs_total, t.steps_per_epoch, t.optimizer
+        step = progress.step
+
+        def rise(e: int) -> float:
+            return lr_factor(opt, step, e * spe) - lr_factor(opt, step, now * spe)
+
+        epochs = bounded_growth(now, epochs, rise)  # the same on every rank: a function of broadcast values
     if clock.fitted and progress.epochs_total <= epochs <= progress.epochs_total * (1 + GROW_SLACK):
         return  # on course: keep the learning-rate curve where it is
     first = not clock.fitted

@@ -245,14 +245,19 @@ def dicom_kernel_classes(dataset: DatasetFolder) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def lr_factor(optimizer: str, step: int, horizon_steps: int) -> float:
+    """The learning rate's multiplier at ``step`` of a ``horizon_steps`` schedule: poly 0.9 for SGD, else cosine."""
+    progress = min(step / max(horizon_steps, 1), 1.0)
+    if optimizer == "sgd":
+        return float((1.0 - progress) ** 0.9)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def _schedule(config: RunConfig, horizon: Horizon) -> Callable[[int], float]:
-    t = config.train
+    optimizer = config.train.optimizer
 
     def factor(step: int) -> float:
-        progress = min(step / max(horizon.steps, 1), 1.0)
-        if t.optimizer == "sgd":
-            return float((1.0 - progress) ** 0.9)
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return lr_factor(optimizer, step, horizon.steps)
 
     return factor
 

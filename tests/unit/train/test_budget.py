@@ -81,3 +81,23 @@ def test_clock_fits_at_once_when_the_budget_is_spent() -> None:
 
 def test_format_seconds() -> None:
     assert format_seconds(754.2) == "12:34" and format_seconds(3725) == "1:02:05" and format_seconds(-3) == "0:00"
+
+
+def test_a_late_growth_does_not_restart_a_decayed_learning_rate() -> None:
+    """Few long epochs (the gpu plan's 250 steps on a CPU): after the last of 3 planned epochs the cosine rate is 0;
+    growing to 4 epochs would lift it to 0.15 of the initial rate, so the run keeps 3 and ends early. Early in a
+    run, or by a small step late in a run of many short epochs, the horizon still grows."""
+    from ctseg.train.budget import MAX_LR_RISE, bounded_growth
+    from ctseg.train.setup import lr_factor
+
+    def rise_at(step: int, now: int, spe: int, optimizer: str = "adamw"):  # type: ignore[no-untyped-def]
+        return lambda e: lr_factor(optimizer, step, e * spe) - lr_factor(optimizer, step, now * spe)
+
+    assert lr_factor("adamw", 750, 1000) - lr_factor("adamw", 750, 750) > MAX_LR_RISE
+    assert bounded_growth(3, 4, rise_at(750, 3, 250)) == 3
+    assert bounded_growth(3, 4, rise_at(750, 3, 250, "sgd")) == 3
+    assert bounded_growth(40, 60, rise_at(100, 40, 25)) == 60  # a tenth of the way: free to grow
+    assert bounded_growth(100, 104, rise_at(2250, 100, 25)) == 104  # 90% of the way, 4% longer: a small lift
+    # a large late growth is cut to what keeps the lift small, not refused outright
+    grown = bounded_growth(100, 150, rise_at(2250, 100, 25))
+    assert 100 < grown < 150 and rise_at(2250, 100, 25)(grown) <= MAX_LR_RISE < rise_at(2250, 100, 25)(grown + 1)
