@@ -38,6 +38,8 @@ def _centre(labels: np.ndarray) -> np.ndarray:
     """The centre of the foreground, from per-axis projections (no coordinate list of every voxel)."""
     step = 2 if labels.size > CENTRE_SUBSAMPLE_VOXELS else 1
     fg = labels[::step, ::step, ::step] > 0
+    if step > 1 and not fg.any():  # a foreground of a few voxels between the samples: count every voxel
+        step, fg = 1, labels > 0
     centre = np.array(labels.shape) // 2
     if fg.any():
         zy = fg.sum(axis=2, dtype=np.int64)  # (Z, Y): one pass over the volume for all three profiles

@@ -75,3 +75,21 @@ def test_preview_shows_three_views_superior_up(tmp_path: Path) -> None:
     blue = np.flatnonzero((column[:, 2] > 150) & (column[:, 0] < 100))
     red = np.flatnonzero((column[:, 0] > 150) & (column[:, 2] < 100))
     assert len(blue) and len(red) and blue.max() < red.min()  # class 2 (superior) drawn above class 1
+
+
+def test_preview_centre_on_large_volumes() -> None:
+    """Large volumes are sampled on every second voxel: the centre stays within a voxel of the full count, and a
+    foreground that falls between the samples is still found."""
+    from ctseg.infer import preview
+
+    labels = np.zeros((130, 256, 256), np.uint8)  # 8.5 M voxels: the sampled path
+    assert labels.size > preview.CENTRE_SUBSAMPLE_VOXELS
+    labels[20:71, 100:181, 31:90] = 1
+    labels[90:121, 40:61, 150:231] = 2
+    zz, yy, xx = np.nonzero(labels)
+    exact = np.array([zz.mean(), yy.mean(), xx.mean()])
+    assert np.all(np.abs(preview._centre(labels) - exact) <= 1.0)
+    labels[:] = 0
+    labels[101, 3, 7] = 1  # odd indices: not on the samples
+    assert preview._centre(labels).tolist() == [101, 3, 7]
+    assert preview._centre(np.zeros((4, 6, 8), np.uint8)).tolist() == [2, 3, 4]  # no foreground: the middle
