@@ -30,7 +30,7 @@ TEXT = (0, 0, 0)
 
 
 #: Above this many voxels the foreground's centre is taken on every second voxel along each axis: it only picks the
-#: slices shown (within a voxel of the full count), at an eighth of the work (0.15 s -> 0.03 s on 300x512x512).
+#: slices shown (within 2 voxels of the full count), at an eighth of the work (0.09 s -> 0.015 s on 300x512x512).
 CENTRE_SUBSAMPLE_VOXELS = 8_000_000
 
 
