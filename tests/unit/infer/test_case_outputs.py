@@ -78,7 +78,7 @@ def test_preview_shows_three_views_superior_up(tmp_path: Path) -> None:
 
 
 def test_preview_centre_on_large_volumes() -> None:
-    """Large volumes are sampled on every second voxel: the centre stays within a voxel of the full count, and a
+    """Large volumes are sampled on every second voxel: the centre stays within 2 voxels of the full count, and a
     foreground that falls between the samples is still found."""
     from ctseg.infer import preview
 
