@@ -157,11 +157,14 @@ def _start_server(work: Path, model: Path, pacs_port: int, quiet_s: float) -> tu
 
 def run_service(folders: list[Path], model: Path, work: Path, quiet_s: float, timeout_s: float) -> dict[str, float]:
     """Send half the studies by C-STORE and half by HTTP, all at once; wait for every job and SEG."""
+    sys.path.insert(0, str(ROOT))
+    from tests.serve_support import dcmtk  # dcmtk's tools, not pynetdicom's apps of the same names
+
     pacs, pacs_port = work / "pacs", _free_port()
     pacs.mkdir(parents=True)
     scp_log = open(work / "storescp.log", "wb")  # noqa: SIM115
     scp = subprocess.Popen(
-        ["storescp", "-v", "--aetitle", "PACS", "--output-directory", str(pacs), "+xa", str(pacs_port)],
+        [dcmtk("storescp"), "-v", "--aetitle", "PACS", "--output-directory", str(pacs), "+xa", str(pacs_port)],
         stdout=scp_log,
         stderr=subprocess.STDOUT,
     )
@@ -173,7 +176,7 @@ def run_service(folders: list[Path], model: Path, work: Path, quiet_s: float, ti
         t0 = time.time()
 
         def send_dicom(folder: Path) -> int:
-            cmd = ["storescu", "-aet", "BENCH", "-aec", "CTSEG", "+sd", "127.0.0.1", str(dicom_port), str(folder)]
+            cmd = [dcmtk("storescu"), "-aet", "BENCH", "-aec", "CTSEG", "+sd", "127.0.0.1", str(dicom_port), str(folder)]
             return subprocess.run(cmd, capture_output=True, timeout=timeout_s).returncode
 
         def send_http(folder: Path) -> int:

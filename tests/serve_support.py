@@ -3,6 +3,7 @@ processes (the server, dcmtk's storescp) started and stopped around a test."""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -138,6 +139,26 @@ def serving(store: Path, models: Sequence[Path], config: Path | None = None, **k
         stop(server.process)
 
 
+@functools.cache
+def dcmtk(tool: str) -> str:
+    """The path of dcmtk's ``tool`` (storescp, storescu, echoscu) on ``PATH``.
+
+    pynetdicom 3 installs Python apps of the same names into the environment's ``bin``, which comes first on
+    ``PATH`` in an activated virtual environment and takes other options: each candidate is asked for its version.
+    """
+    for folder in os.get_exec_path():
+        path = Path(folder) / tool
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            continue
+        try:
+            out = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if "dcmtk" in (out.stdout + out.stderr).lower():
+            return str(path)
+    raise RuntimeError(f"dcmtk's {tool} is not on PATH; install it (apt-get install dcmtk), as .ci/run does")
+
+
 @contextmanager
 def storescp(folder: Path, *, ae_title: str = "PACS", port: int = 0) -> Iterator[int]:
     """dcmtk's storescp on a (free) loopback port, writing what it receives to ``folder`` and its verbose log to
@@ -146,7 +167,7 @@ def storescp(folder: Path, *, ae_title: str = "PACS", port: int = 0) -> Iterator
     port = port or free_port()
     with open(folder.parent / "storescp.log", "ab") as log:
         process = subprocess.Popen(
-            ["storescp", "-v", "--aetitle", ae_title, "--output-directory", str(folder), "+xa", str(port)],
+            [dcmtk("storescp"), "-v", "--aetitle", ae_title, "--output-directory", str(folder), "+xa", str(port)],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -170,7 +191,7 @@ def received_count(folder: Path) -> int:
 def storescu(files: Sequence[Path] | Path, port: int, *, calling: str = "SCANNER", called: str = "CTSEG") -> int:
     """Send DICOM files (or a folder, recursively) with dcmtk's storescu; return its exit code."""
     paths = [str(files)] if isinstance(files, Path) else [str(f) for f in files]
-    cmd = ["storescu", "-aet", calling, "-aec", called, "+sd", "+r", "127.0.0.1", str(port), *paths]
+    cmd = [dcmtk("storescu"), "-aet", calling, "-aec", called, "+sd", "+r", "127.0.0.1", str(port), *paths]
     return subprocess.run(cmd, capture_output=True, timeout=120).returncode
 
 

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from ctseg.cli.main import cli
 from ctseg.io import read_volume
 from ctseg.io.dicom_seg import read_dicom_seg
-from tests.serve_support import phantom_series, serving, storescp, storescu, tiny_model, wait_for
+from tests.serve_support import dcmtk, phantom_series, serving, storescp, storescu, tiny_model, wait_for
 
 
 def _write_config(path: Path, pacs_port: int) -> Path:
@@ -44,10 +44,10 @@ def test_dicom_node_round_trip(tmp_path: Path, shared_data: Path) -> None:
         serving(tmp_path / "store", [model], _write_config(tmp_path / "s.yaml", pacs_port)) as server,
     ):
         port = str(server.dicom_port)
-        echo = subprocess.run(["echoscu", "-aet", "SCANNER", "-aec", "CTSEG", "127.0.0.1", port], capture_output=True)
+        echo = subprocess.run([dcmtk("echoscu"), "-aet", "SCANNER", "-aec", "CTSEG", "127.0.0.1", port], capture_output=True)
         assert echo.returncode == 0, echo.stderr
         # A calling AE title outside the allow-list: association rejected, nothing stored.
-        bad = subprocess.run(["echoscu", "-aet", "INTRUDER", "-aec", "CTSEG", "127.0.0.1", port], capture_output=True)
+        bad = subprocess.run([dcmtk("echoscu"), "-aet", "INTRUDER", "-aec", "CTSEG", "127.0.0.1", port], capture_output=True)
         assert bad.returncode != 0 and b"Rejected" in bad.stderr + bad.stdout
         assert storescu(synthetic, server.dicom_port, calling="INTRUDER") != 0
         assert not any((tmp_path / "store" / "received").iterdir())
