@@ -64,21 +64,42 @@ def _linear_axis(n_in: int, n_out: int, scale: float) -> tuple[np.ndarray, np.nd
     return i0, i1, (src - i0.astype(np.float32)).astype(np.float32)
 
 
+#: Voxels per chunk of a gathered linear pass (bounded temporaries: the passes hold their outputs and one chunk).
+GATHER_CHUNK_VOXELS = 8_000_000
+
+
+def _linear_pass(array: np.ndarray, axis: int, n_out: int, scale: float) -> np.ndarray:
+    """One separable linear pass along ``axis`` to ``n_out`` samples (float32), chunk by chunk along another axis."""
+    i0, i1, w = _linear_axis(array.shape[axis], n_out, scale)
+    shape = list(array.shape)
+    shape[axis] = n_out
+    out = np.empty(shape, np.float32)
+    along = 1 if axis == 0 else 0
+    per_row = max(1, int(np.prod(shape)) // max(shape[along], 1))
+    rows = max(1, GATHER_CHUNK_VOXELS // per_row)
+    view = [1, 1, 1]
+    view[axis] = n_out
+    weight = w.reshape(view)
+    for start in range(0, shape[along], rows):
+        index: list[slice] = [slice(None)] * 3
+        index[along] = slice(start, start + rows)
+        part = array[tuple(index)]
+        x0 = np.take(part, i0, axis=axis).astype(np.float32, copy=False)
+        x1 = np.take(part, i1, axis=axis).astype(np.float32, copy=False)
+        x1 -= x0
+        x1 *= weight
+        x0 += x1
+        out[tuple(index)] = x0
+    return out
+
+
 def _linear_gathered(array: np.ndarray, scale: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Trilinear resampling as separable linear passes, the most-reducing axis first, each reading only the input
-    rows it needs (in the input's dtype): what torch's kernel computes, to float32 rounding, without a float32 copy
-    of the whole input."""
+    rows it needs (in the input's dtype, in chunks): what torch's kernel computes, to float32 rounding, without a
+    float32 copy of the whole input."""
     out = array
     for axis in sorted(range(3), key=lambda a: float(scale[a])):
-        i0, i1, w = _linear_axis(array.shape[axis], shape[axis], float(scale[axis]))
-        view = [1, 1, 1]
-        view[axis] = len(i0)
-        x0 = np.take(out, i0, axis=axis).astype(np.float32, copy=False)
-        x1 = np.take(out, i1, axis=axis).astype(np.float32, copy=False)
-        x1 -= x0
-        x1 *= w.reshape(view)
-        x0 += x1
-        out = x0
+        out = _linear_pass(out, axis, shape[axis], float(scale[axis]))
     return out
 
 

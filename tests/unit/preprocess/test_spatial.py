@@ -132,13 +132,20 @@ def test_nearest_labels_on_flipped_permuted_and_partly_outside_grids_match_simpl
         ((9, 40, 33), (5.0, 0.9, 0.9), (7.85, 3.48, 3.25)),  # odd sizes and ratios, the demo model's spacing
     ],
 )
+@pytest.mark.parametrize("chunk", [8_000_000, 5_000])  # one chunk per pass, or many
 def test_gathered_linear_downsampling_matches_torch(
-    shape: tuple[int, int, int], spacing: tuple[float, float, float], target: tuple[float, float, float]
+    shape: tuple[int, int, int],
+    spacing: tuple[float, float, float],
+    target: tuple[float, float, float],
+    chunk: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The gathered separable path (taken when the output is small) gives torch's trilinear values, on int16 HU."""
     import torch
 
     from ctseg.preprocess import spatial
+
+    monkeypatch.setattr(spatial, "GATHER_CHUNK_VOXELS", chunk)
 
     rng = np.random.default_rng(0)
     hu = rng.integers(-1024, 2000, size=shape).astype(np.int16)
