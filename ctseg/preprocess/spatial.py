@@ -107,7 +107,9 @@ def _linear_gathered(array: np.ndarray, scale: np.ndarray, shape: tuple[int, ...
     return out
 
 
-def _torch_interpolate(array: np.ndarray, scale: np.ndarray, shape: tuple[int, ...], mode: str) -> np.ndarray:
+def _interpolate(array: np.ndarray, scale: np.ndarray, shape: tuple[int, ...], mode: str) -> np.ndarray:
+    """torch's ``F.interpolate`` (``mode``, the given scale) cropped to ``shape``; a strong trilinear downsampling of
+    a non-float32 input is computed by :func:`_linear_gathered` instead (the same values, no float32 copy)."""
     if (
         mode == "trilinear"
         and array.dtype != np.float32
@@ -172,12 +174,12 @@ def resample_to_spacing(
         return resample_to(volume, target, order="bspline")
     scale = np.array(volume.geometry.spacing_mm) / np.array(target.spacing_mm)
     if order == "linear":
-        return Volume(_torch_interpolate(volume.array, scale, target.shape, "trilinear"), target)
+        return Volume(_interpolate(volume.array, scale, target.shape, "trilinear"), target)
     if order == "nearest":
-        out = _torch_interpolate(volume.array, scale, target.shape, "nearest-exact")
+        out = _interpolate(volume.array, scale, target.shape, "nearest-exact")
         return Volume(out.astype(volume.array.dtype), target)
     return Volume(
-        _labels_onehot(volume.array, lambda a: _torch_interpolate(a, scale, target.shape, "trilinear")), target
+        _labels_onehot(volume.array, lambda a: _interpolate(a, scale, target.shape, "trilinear")), target
     )
 
 
